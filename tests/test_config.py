@@ -1,0 +1,61 @@
+"""Config profiles, overrides and their errors."""
+
+import json
+
+import pytest
+
+from vpe_lib.config import PROFILES, ConfigError, config_from_dict, config_to_dict, get_config, load_config, save_config
+from vpe_lib.cli import main
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_profiles_build_and_round_trip(profile, tmp_path):
+    cfg = get_config(profile)
+    assert cfg.profile == profile
+    path = save_config(cfg, tmp_path / "config.json")
+    assert load_config(path) == cfg
+    assert config_from_dict(json.loads(path.read_text())) == cfg
+
+
+def test_profile_clip_fits_video():
+    for profile in PROFILES:
+        cfg = get_config(profile)
+        assert cfg.pretrain.tokenizer.clip_frames <= cfg.data.world.n_frames
+
+
+def test_overrides_apply_and_coerce():
+    cfg = get_config("smoke", {"seg.train.steps": 7, "seg.seeds": [3, 4], "pretrain.train.lr": 1})
+    assert cfg.seg.train.steps == 7
+    assert cfg.seg.seeds == (3, 4)
+    assert cfg.pretrain.train.lr == 1.0 and isinstance(cfg.pretrain.train.lr, float)
+
+
+def test_unknown_profile_lists_valid_ones():
+    with pytest.raises(ConfigError, match="smoke, cpu, gpu"):
+        get_config("laptop")
+
+
+def test_unknown_key_names_it_and_lists_valid_fields():
+    with pytest.raises(ConfigError, match=r"'seg\.trian\.steps'.*valid: .*train"):
+        get_config("smoke", {"seg.trian.steps": 3})
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match="seg.train.steps"):
+        get_config("smoke", {"seg.train.steps": "many"})
+
+
+def test_unknown_key_in_saved_config(tmp_path):
+    data = config_to_dict(get_config("smoke"))
+    data["data"]["n_videos"] = 3
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="n_videos"):
+        load_config(path)
+
+
+def test_cli_config_and_error(capsys):
+    assert main(["config", "--profile", "smoke", "--set", "seg.train.steps=5"]) == 0
+    assert json.loads(capsys.readouterr().out)["seg"]["train"]["steps"] == 5
+    assert main(["config", "--profile", "nope"]) == 2
+    assert "valid profiles" in capsys.readouterr().err

@@ -1,0 +1,79 @@
+"""`vpe` command line: report, config, generate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vpe_lib.config import PROFILES, ConfigError, config_to_dict, get_config
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    """`--set a.b=3 --set c=[1,2]`: values are JSON where they parse as JSON, else strings."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vpe", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rep = sub.add_parser("report", help="run every notebook with papermill and render the HTML report")
+    rep.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
+    rep.add_argument("--run-dir", default=None, help="where stage artifacts go (default runs/<profile>)")
+    rep.add_argument("--out", default="reports", help="where the HTML report goes")
+    rep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    rep.add_argument("--only", nargs="*", help="run only these notebooks (stems)")
+    rep.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout (s)")
+
+    cfg = sub.add_parser("config", help="print the resolved config of a profile")
+    cfg.add_argument("--profile", default="cpu")
+    cfg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    gen = sub.add_parser("generate", help="generate a PushWorld dataset")
+    gen.add_argument("out", type=Path)
+    gen.add_argument("--profile", default="cpu")
+    gen.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    args = parser.parse_args(argv)
+    try:
+        overrides = _parse_overrides(args.overrides)
+        if args.command == "config":
+            print(json.dumps(config_to_dict(get_config(args.profile, overrides)), indent=2))
+        elif args.command == "generate":
+            from vpe_lib.data.store import build_dataset
+
+            d = get_config(args.profile, overrides).data
+            r = build_dataset(args.out, d.world, n_train=d.n_train_videos, n_test=d.n_test_videos,
+                              videos_per_shard=d.videos_per_shard, seed=d.seed, workers=d.workers)
+            print(f"{r.n_videos} videos ({r.generated_shards} shards generated, {r.reused_shards} reused) "
+                  f"in {r.wall_time_s:.1f} s -> {r.root}")
+        elif args.command == "report":
+            from vpe_lib.report import ReportError, build_report
+
+            run_dir = args.run_dir or f"runs/{args.profile}"
+            try:
+                summary = build_report(args.profile, run_dir, args.out, overrides=overrides,
+                                       timeout=args.timeout, only=args.only)
+            except ReportError as err:
+                print(f"vpe report: {err}", file=sys.stderr)
+                return 1
+            print(f"report written to {Path(args.out) / 'index.html'} in {summary['wall_time_s']['total']:.0f} s")
+    except ConfigError as err:
+        print(f"vpe: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

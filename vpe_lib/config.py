@@ -1,0 +1,301 @@
+"""Run configuration: nested dataclasses, named profiles, strict overrides.
+
+One `RunConfig` describes a whole run (data → pretrain → latents → heads →
+results). Profiles are plain functions returning a `RunConfig`; a user changes
+anything with dotted overrides (`{"pretrain.train.steps": 100}`). Unknown
+profile names and unknown keys fail at once and list the valid ones, because a
+typo that silently falls back to a default wastes a GPU-day.
+
+Every stage writes the resolved config next to its results (`save_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from vpe_lib.data.pushworld import PushWorldConfig
+from vpe_lib.models.tokenizer import TokenizerConfig
+from vpe_lib.train.loop import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A profile name, key or value that does not exist or does not fit."""
+
+
+@dataclass
+class DataConfig:
+    world: PushWorldConfig = field(default_factory=PushWorldConfig)
+    n_train_videos: int = 200
+    n_test_videos: int = 40
+    videos_per_shard: int = 50
+    workers: int = 2
+    seed: int = 0  # base seed; a video's seed is derived from (seed, split, index)
+    # Exports written for the other loaders (COCO, DAVIS layout, mp4): how many test videos.
+    n_export_videos: int = 4
+
+
+@dataclass
+class PretrainConfig:
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # The clip length is tokenizer.clip_frames: the same length is used to repeat a still image.
+    n_eval_clips: int = 32  # held-out clips for PSNR / codebook usage
+
+
+@dataclass
+class SegConfig:
+    """Single-frame foreground segmentation: frozen tokenizer encoder + head vs UNet."""
+
+    head: str = "conv"  # "conv" (multi-level) or "linear" (last feature map only)
+    head_hidden: int = 64
+    unet_base_channels: int = 16
+    unet_depth: int = 3
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    frame_stride: int = 3  # labelled frames: every k-th frame of each training video
+    test_frame_stride: int = 5
+    colour_baseline_pixels: int = 200_000  # pixels sampled to fit the per-pixel colour baseline
+
+
+@dataclass
+class AnalysisConfig:
+    embedding: str = "umap"  # "umap" (umap-learn) or "pca" (fast, for the smoke profile)
+    n_points: int = 2000  # token features embedded
+    n_frames: int = 64  # test frames whose tokens are analysed
+
+
+@dataclass
+class RunConfig:
+    profile: str = "cpu"
+    data: DataConfig = field(default_factory=DataConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+
+# ---------------------------------------------------------------------------
+# Profiles
+
+
+def _smoke() -> RunConfig:
+    """The whole pipeline in well under 3 minutes: proves the plumbing, not the science."""
+    return RunConfig(
+        profile="smoke",
+        data=DataConfig(
+            world=PushWorldConfig(height=32, width=32, n_frames=8),
+            n_train_videos=12,
+            n_test_videos=4,
+            videos_per_shard=4,
+            workers=2,
+            n_export_videos=2,
+        ),
+        pretrain=PretrainConfig(
+            tokenizer=TokenizerConfig(
+                base_channels=8,
+                channel_mults=(1, 2),
+                blocks_per_level=1,
+                temporal_down=(True,),
+                spatial_down=(True,),
+                full_res_blocks=False,
+                embed_dim=16,
+                codebook_size=32,
+                clip_frames=4,
+            ),
+            train=TrainConfig(steps=20, batch_size=4, lr=1e-3, warmup_steps=2, log_every=5, ckpt_every=10),
+            n_eval_clips=4,
+        ),
+        seg=SegConfig(
+            head_hidden=16,
+            unet_base_channels=8,
+            unet_depth=2,
+            train=TrainConfig(steps=15, batch_size=8, lr=2e-3, warmup_steps=2, log_every=5, ckpt_every=0),
+            seeds=(0,),
+            frame_stride=2,
+            test_frame_stride=2,
+            colour_baseline_pixels=5_000,
+        ),
+        analysis=AnalysisConfig(embedding="pca", n_points=200, n_frames=8),
+    )
+
+
+def _cpu() -> RunConfig:
+    """Meaningful results on a 2-core laptop in about 20 minutes (the default of `make report`)."""
+    return RunConfig(
+        profile="cpu",
+        data=DataConfig(
+            world=PushWorldConfig(height=64, width=64, n_frames=30),
+            n_train_videos=240,
+            n_test_videos=40,
+            videos_per_shard=40,
+        ),
+        pretrain=PretrainConfig(
+            tokenizer=TokenizerConfig(
+                base_channels=16,
+                channel_mults=(1, 2, 4),
+                blocks_per_level=1,
+                temporal_down=(True, False),
+                spatial_down=(True, True),
+                full_res_blocks=False,
+                embed_dim=64,
+                codebook_size=256,
+                clip_frames=4,
+            ),
+            train=TrainConfig(steps=600, batch_size=8, lr=2e-3, warmup_steps=50, log_every=20, ckpt_every=200),
+            n_eval_clips=64,
+        ),
+        seg=SegConfig(
+            head_hidden=64,
+            unet_base_channels=16,
+            unet_depth=3,
+            train=TrainConfig(steps=300, batch_size=16, lr=2e-3, warmup_steps=20, log_every=20, ckpt_every=0),
+            seeds=(0, 1, 2),
+        ),
+        analysis=AnalysisConfig(embedding="umap", n_points=2000, n_frames=64),
+    )
+
+
+def _gpu() -> RunConfig:
+    """BAIR scale: 16x64x64 clips -> 4x16x16 tokens, MAGVIT-B-like tokenizer."""
+    return RunConfig(
+        profile="gpu",
+        data=DataConfig(
+            world=PushWorldConfig(height=64, width=64, n_frames=30),
+            n_train_videos=20_000,
+            n_test_videos=500,
+            videos_per_shard=500,
+            workers=8,
+            n_export_videos=16,
+        ),
+        pretrain=PretrainConfig(
+            tokenizer=TokenizerConfig(
+                base_channels=64,
+                channel_mults=(1, 2, 4),
+                blocks_per_level=2,
+                temporal_down=(True, True),
+                spatial_down=(True, True),
+                full_res_blocks=True,
+                embed_dim=256,
+                codebook_size=1024,
+                clip_frames=16,
+            ),
+            train=TrainConfig(steps=100_000, batch_size=64, lr=1e-4, warmup_steps=2000, log_every=100, ckpt_every=2000),
+            n_eval_clips=512,
+        ),
+        seg=SegConfig(
+            head_hidden=128,
+            unet_base_channels=32,
+            unet_depth=4,
+            train=TrainConfig(steps=5000, batch_size=64, lr=1e-3, warmup_steps=200, log_every=100, ckpt_every=1000),
+            seeds=(0, 1, 2),
+            frame_stride=1,
+            test_frame_stride=1,
+        ),
+        analysis=AnalysisConfig(embedding="umap", n_points=10_000, n_frames=512),
+    )
+
+
+PROFILES: dict[str, Callable[[], RunConfig]] = {"smoke": _smoke, "cpu": _cpu, "gpu": _gpu}
+
+
+# ---------------------------------------------------------------------------
+# Building, overriding, saving
+
+
+def get_config(profile: str = "cpu", overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The named profile with dotted-key overrides applied, e.g. {"seg.train.steps": 50}."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    cfg = PROFILES[profile]()
+    for key, value in (overrides or {}).items():
+        cfg = _override(cfg, key.split("."), value, key)
+    return cfg
+
+
+def _override(obj: Any, path: list[str], value: Any, full_key: str) -> Any:
+    names = [f.name for f in dataclasses.fields(obj)]
+    head = path[0]
+    if head not in names:
+        raise ConfigError(
+            f"unknown config key {full_key!r}: {type(obj).__name__} has no field {head!r}; valid: {', '.join(names)}"
+        )
+    current = getattr(obj, head)
+    if len(path) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"config key {full_key!r}: {head!r} is a value, not a section")
+        new = _override(current, path[1:], value, full_key)
+    elif dataclasses.is_dataclass(current) and isinstance(value, dict):
+        new = _from_dict(type(current), {**dataclasses.asdict(current), **value}, full_key)
+    else:
+        new = _coerce(value, _field_type(type(obj), head), full_key)
+    try:
+        return dataclasses.replace(obj, **{head: new})
+    except ValueError as err:  # a dataclass' own validation (__post_init__)
+        raise ConfigError(f"config key {full_key!r} = {value!r}: {err}") from err
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """JSON and papermill give lists and ints; the dataclasses want tuples and floats."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} expects a list, got {value!r}")
+        return tuple(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"config key {key!r} expects {tp.__name__}, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], key: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = key or cls.__name__
+        raise ConfigError(f"unknown config key(s) {unknown} in {where}; valid: {', '.join(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = f"{key}.{name}" if key else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            kwargs[name] = _from_dict(tp, value, sub)
+        else:
+            kwargs[name] = _coerce(value, tp, sub)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        raise ConfigError(f"{key or cls.__name__}: {err}") from err
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    return _from_dict(RunConfig, data)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+    return path
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from err
+    return config_from_dict(data)

@@ -1,0 +1,1 @@
+"""Data: the PushWorld generator, the on-disk store, exports and real-data readers."""

@@ -1,0 +1,63 @@
+"""Read a folder of frame images as one video (e.g. BAIR samples ``frames/<seq>/00.png``)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import DataError
+
+__all__ = ["natural_key", "load_frame_folder", "list_sequences", "read_rgb"]
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders "2.png" before "10.png"."""
+    return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", str(name))]
+
+
+def read_rgb(path) -> np.ndarray:
+    """One image file -> uint8 (H, W, 3) RGB; DataError naming the file if unreadable."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError as e:
+        raise DataError("image file not found", path=path) from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot read image (corrupt or not an image): {e}", path=path) from e
+
+
+def load_frame_folder(path, *, pattern: str = "*.png") -> np.ndarray:
+    """All files matching ``pattern`` in ``path``, naturally sorted -> uint8 (T, H, W, 3).
+
+    Raises DataError naming the folder when it is missing or has no matching
+    file, and naming the file when one is unreadable or its size differs from
+    the first frame's.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError("frame folder not found", path=path)
+    files = sorted((p for p in path.glob(pattern) if p.is_file()), key=lambda p: natural_key(p.name))
+    if not files:
+        raise DataError(f"no frame matching {pattern!r}", path=path)
+    frames = []
+    for f in files:
+        rgb = read_rgb(f)
+        if frames and rgb.shape != frames[0].shape:
+            raise DataError(f"frame size {rgb.shape[:2]} differs from {files[0].name} "
+                            f"{frames[0].shape[:2]}", path=f)
+        frames.append(rgb)
+    return np.stack(frames)
+
+
+def list_sequences(root, *, pattern: str = "*.png") -> list[str]:
+    """Names of the sub-folders of ``root`` holding at least one ``pattern`` file, naturally sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("sequence root folder not found", path=root)
+    seqs = [d.name for d in root.iterdir()
+            if d.is_dir() and any(p.is_file() for p in d.glob(pattern))]
+    return sorted(seqs, key=natural_key)

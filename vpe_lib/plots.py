@@ -1,0 +1,97 @@
+"""Figures and animations for the notebooks (matplotlib + inline GIFs).
+
+Kept here rather than in the notebooks so that tests reach them. GIFs are
+embedded as base64 `<img>` tags: they animate in the static HTML report with
+no kernel and no JavaScript.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image
+
+# One colour per instance / class id (0 = background is dark grey).
+PALETTE = np.array(
+    [[40, 40, 40], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128]],
+    dtype=np.uint8,
+)
+
+
+def colourise(labels: np.ndarray) -> np.ndarray:
+    """Integer label maps (..., H, W) -> RGB uint8 (..., H, W, 3)."""
+    return PALETTE[np.asarray(labels) % len(PALETTE)]
+
+
+def flow_to_rgb(flow: np.ndarray, max_mag: float | None = None) -> np.ndarray:
+    """Optical flow (..., H, W, 2) as colour: hue = direction, brightness = magnitude."""
+    flow = np.asarray(flow, dtype=np.float32)
+    mag = np.linalg.norm(flow, axis=-1)
+    ang = (np.arctan2(flow[..., 1], flow[..., 0]) + np.pi) / (2 * np.pi)
+    scale = max_mag or max(float(np.percentile(mag, 99)), 1e-6)
+    value = np.clip(mag / scale, 0, 1)
+    # HSV -> RGB with saturation 1
+    h6 = ang * 6.0
+    i = np.floor(h6).astype(int) % 6
+    f = h6 - np.floor(h6)
+    p, q, t = np.zeros_like(value), value * (1 - f), value * f
+    table = [(value, t, p), (q, value, p), (p, value, t), (p, q, value), (t, p, value), (value, p, q)]
+    rgb = np.zeros(flow.shape[:-1] + (3,), np.float32)
+    for k, (r, g, b) in enumerate(table):
+        sel = i == k
+        rgb[sel] = np.stack([r[sel], g[sel], b[sel]], -1)
+    return (rgb * 255).astype(np.uint8)
+
+
+def overlay(frames: np.ndarray, mask: np.ndarray, colour=(255, 40, 40), alpha: float = 0.5) -> np.ndarray:
+    """Blend a boolean mask onto uint8 frames."""
+    out = frames.astype(np.float32)
+    m = np.asarray(mask, bool)[..., None]
+    out = np.where(m, (1 - alpha) * out + alpha * np.array(colour, np.float32), out)
+    return out.astype(np.uint8)
+
+
+def gif_html(frames: np.ndarray, *, scale: int = 3, fps: int = 8, title: str = "") -> str:
+    """An animated GIF of uint8 frames (T, H, W, 3) as an inline <img> tag."""
+    frames = np.asarray(frames, dtype=np.uint8)
+    images = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    data = base64.b64encode(buf.getvalue()).decode()
+    caption = f"<figcaption>{title}</figcaption>" if title else ""
+    return f'<figure style="display:inline-block;margin:4px"><img src="data:image/gif;base64,{data}"/>{caption}</figure>'
+
+
+def hstack_videos(*videos: np.ndarray, gap: int = 2) -> np.ndarray:
+    """Place videos (T, H, W, 3) side by side with a white gap, for one GIF."""
+    t, h = videos[0].shape[:2]
+    spacer = np.full((t, h, gap, 3), 255, np.uint8)
+    parts = []
+    for v in videos:
+        parts += [np.asarray(v, np.uint8), spacer]
+    return np.concatenate(parts[:-1], axis=2)
+
+
+def image_grid(rows: list[list[np.ndarray]], *, row_titles=None, col_titles=None, size: float = 1.4):
+    """A matplotlib figure of images (each HxW or HxWx3), rows x columns."""
+    n_r, n_c = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_r, n_c, figsize=(size * n_c, size * n_r), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n_c):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(row):
+                ax.imshow(row[j], interpolation="nearest")
+            else:
+                ax.axis("off")
+            if col_titles and i == 0 and j < len(col_titles):
+                ax.set_title(col_titles[j], fontsize=8)
+            if row_titles and j == 0 and i < len(row_titles):
+                ax.set_ylabel(row_titles[i], fontsize=8)
+    fig.tight_layout()
+    return fig

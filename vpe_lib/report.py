@@ -1,0 +1,206 @@
+"""Build the report: run the notebooks in order with papermill, render HTML, write the index.
+
+`build_report` executes `notebooks/0*_*.ipynb` with the same parameters
+(profile, run_dir, overrides), keeps each executed notebook under
+`<run_dir>/notebooks/`, renders it to `<out>/<name>.html` (inputs hidden) and
+writes `<out>/index.html` and `<out>/summary.json` with the headline numbers
+and the provenance. A failing notebook stops the run with a `ReportError`
+naming the notebook and cell; its partial notebook and HTML are kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vpe_lib.config import get_config
+from vpe_lib.stages.results_stage import collect_metrics, segmentation_rows
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+KERNEL_NAME = "vpe"
+
+
+class ReportError(RuntimeError):
+    """A notebook failed; the message names it and the cell."""
+
+
+def notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
+    found = sorted(directory.glob("0*_*.ipynb"))
+    if not found:
+        raise ReportError(f"no notebooks found in {directory}")
+    return found
+
+
+def ensure_kernel(name: str = KERNEL_NAME) -> str:
+    """Register a Jupyter kernel for this interpreter (inside its prefix) unless one exists."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+        if Path(spec.argv[0]).exists():
+            return name
+    except NoSuchKernel:
+        pass
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=name, display_name=f"Python (vpe, {Path(sys.prefix).name})", prefix=sys.prefix)
+    return name
+
+
+def provenance(profile: str, started: dt.datetime) -> dict[str, Any]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "commit": git("rev-parse", "HEAD") or "unknown",
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "profile": profile,
+        "start_time": started.isoformat(timespec="seconds"),
+        "hardware": {
+            "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "gpu": gpu,
+        },
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def _render_html(executed: Path, target: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+    target.write_text(body)
+
+
+def run_notebook(nb: Path, executed: Path, parameters: dict, *, kernel: str, timeout: int) -> None:
+    import papermill as pm
+
+    try:
+        pm.execute_notebook(str(nb), str(executed), parameters=parameters, kernel_name=kernel,
+                            execution_timeout=timeout, progress_bar=False, cwd=str(nb.parent))
+    except pm.PapermillExecutionError as err:
+        raise ReportError(
+            f"notebook {nb.name} failed in cell {err.exec_count} (cell index {err.cell_index}): "
+            f"{err.ename}: {err.evalue}\n  partial executed notebook: {executed}"
+        ) from err
+
+
+def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir: str | Path = "reports", *,
+                 overrides: dict[str, Any] | None = None, kernel: str | None = None, timeout: int = 3600,
+                 only: list[str] | None = None) -> dict[str, Any]:
+    get_config(profile, overrides)  # fail now on a bad profile or key, not inside the first notebook
+    run_dir, out_dir = Path(run_dir).resolve(), Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+    kernel = kernel or ensure_kernel()
+    started = dt.datetime.now(dt.timezone.utc)
+    params = {"profile": profile, "run_dir": str(run_dir), "overrides": dict(overrides or {}), "progress": False}
+    wall: dict[str, float] = {}
+    pages: list[tuple[str, str]] = []
+    error: ReportError | None = None
+    total_start = time.perf_counter()
+    for nb in notebooks():
+        if only and nb.stem not in only:
+            continue
+        executed = run_dir / "notebooks" / nb.name
+        start = time.perf_counter()
+        print(f"[vpe report] running {nb.name} ...", flush=True)
+        try:
+            run_notebook(nb, executed, params, kernel=kernel, timeout=timeout)
+        except ReportError as err:
+            error = err
+        wall[nb.stem] = time.perf_counter() - start
+        if executed.exists():
+            _render_html(executed, out_dir / f"{nb.stem}.html")
+            pages.append((nb.stem, f"{nb.stem}.html"))
+        print(f"[vpe report] {nb.name}: {'FAILED' if error else 'ok'} in {wall[nb.stem]:.1f} s", flush=True)
+        if error:
+            break
+    wall["total"] = time.perf_counter() - total_start
+
+    try:
+        metrics = collect_metrics(run_dir)
+    except FileNotFoundError:
+        metrics = {}  # a failed run: the index still links the pages that exist
+    summary = {
+        "provenance": provenance(profile, started),
+        "wall_time_s": {k: round(v, 2) for k, v in wall.items()},
+        "metrics": metrics,
+        "status": "failed" if error else "ok",
+        "overrides": dict(overrides or {}),
+    }
+    if error:
+        summary["error"] = str(error)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    (out_dir / "index.html").write_text(render_index(summary, pages))
+    if error:
+        raise error
+    return summary
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return html.escape(str(v))
+
+
+def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
+    m, prov = summary["metrics"], summary["provenance"]
+    seg = segmentation_rows(m)
+    seg_html = "".join(
+        f"<tr><td>{html.escape(r['model'])}</td><td>{_fmt(r['fg_iou'])}"
+        f"{' ± ' + _fmt(r['fg_iou_std']) if r['fg_iou_std'] is not None else ''}</td><td>{_fmt(r['miou'])}</td></tr>"
+        for r in seg
+    )
+    headline = [
+        ("PushWorld generation (frames/s, one core)", m.get("data/frames_per_s"), 0),
+        ("Tokenizer PSNR on held-out clips (dB)", m.get("tokenizer/psnr_db"), 2),
+        ("Tokenizer codebook utilisation", m.get("tokenizer/codebook_utilisation"), 3),
+        ("UNet − colour baseline (fg IoU)", m.get("results/unet_minus_colour_baseline"), 3),
+        ("Frozen tokenizer head − UNet (fg IoU)", m.get("results/tokenizer_minus_unet"), 3),
+    ]
+    head_html = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v, d)}</td></tr>" for k, v, d in headline)
+    links = "".join(f'<li><a href="{href}">{html.escape(name)}</a> '
+                    f"({summary['wall_time_s'].get(name, 0):.0f} s)</li>" for name, href in pages)
+    hw = prov["hardware"]
+    status = ("" if summary["status"] == "ok" else
+              f'<p class="err"><b>This run failed:</b> <pre>{html.escape(summary.get("error", ""))}</pre></p>')
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>vpe report ({html.escape(prov['profile'])})</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:.3em .7em;text-align:left}}
+th{{background:#f3f3f3}}.err{{color:#a00}}code{{background:#f3f3f3;padding:0 .2em}}</style></head><body>
+<h1>Do video prediction models make general visual encoders?</h1>
+<p>Profile <code>{html.escape(prov['profile'])}</code> · commit <code>{html.escape(prov['commit'][:12])}</code>{' (dirty)' if prov['dirty'] else ''}
+· {html.escape(str(hw['cpu_count']))} CPU cores{', GPU ' + html.escape(hw['gpu']) if hw['gpu'] else ', no GPU'}
+· torch {html.escape(prov['torch'])} · started {html.escape(prov['start_time'])} · total wall time {summary['wall_time_s'].get('total', 0):.0f} s</p>
+{status}
+<h2>Headline</h2><table><tr><th>quantity</th><th>value</th></tr>{head_html}</table>
+<h2>Single-frame foreground segmentation (held-out videos)</h2>
+<p>Foreground IoU summed over the test split (mean ± std over seeds where there are several).</p>
+<table><tr><th>model</th><th>foreground IoU</th><th>mIoU</th></tr>{seg_html}</table>
+<h2>Pages</h2><ol>{links}</ol>
+<p>Numbers: <a href="summary.json">summary.json</a>.</p>
+</body></html>
+"""

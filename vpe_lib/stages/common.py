@@ -1,0 +1,96 @@
+"""Run-directory conventions shared by every stage."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from vpe_lib.config import RunConfig, get_config, save_config
+
+# stage name -> the notebook that writes it (named in errors so the user knows what to run)
+STAGES = {
+    "data": "01_data",
+    "pretrain": "02_pretrain",
+    "latents": "03_latent_analysis",
+    "heads": "04_heads",
+    "results": "05_results",
+}
+
+
+class MissingArtifactError(FileNotFoundError):
+    """A stage needs a file that an earlier stage should have written."""
+
+
+def stage_dir(run_dir: str | Path, stage: str) -> Path:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+    path = Path(run_dir) / stage
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def require(run_dir: str | Path, stage: str, *files: str) -> Path:
+    """The folder of an earlier stage, after checking the files this stage needs are there."""
+    path = Path(run_dir) / stage
+    for name in files or ("metrics.json",):
+        if not (path / name).exists():
+            raise MissingArtifactError(
+                f"{path / name} is missing: stage {stage!r} has not been run for {Path(run_dir)}; "
+                f"run notebook {STAGES[stage]} (or `vpe report`) with the same run_dir first"
+            )
+    return path
+
+
+def start_stage(profile: str, run_dir: str | Path, stage: str, overrides: dict[str, Any] | None = None
+                ) -> tuple[RunConfig, Path]:
+    """Resolve the config, create the stage folder and save the resolved config there."""
+    cfg = get_config(profile, overrides)
+    out = stage_dir(run_dir, stage)
+    save_config(cfg, out / "config.json")
+    return cfg, out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; None reads back as "not measured"
+    return value
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """Atomic JSON write (temp file + rename): a killed run never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({k: _jsonable(v) for k, v in data.items()}, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_metrics(out_dir: Path, metrics: dict[str, float]) -> Path:
+    return write_json(out_dir / "metrics.json", metrics)
+
+
+def read_metrics(run_dir: str | Path, stage: str) -> dict[str, float]:
+    path = require(run_dir, stage, "metrics.json") / "metrics.json"
+    return json.loads(path.read_text())
+
+
+@contextmanager
+def timed(record: dict, key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        record[key] = time.perf_counter() - start
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_run_dir(run_dir: str | Path) -> Path:
+    """Relative run directories are taken from the repository root, wherever the kernel started."""
+    path = Path(run_dir).expanduser()
+    return path if path.is_absolute() else (REPO_ROOT / path).resolve()
