@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -250,7 +249,12 @@ def test_truncated_and_fake_mp4(tmp_path):
     truncated.write_bytes(data[: len(data) // 2])
     fake = tmp_path / "fake.mp4"
     fake.write_text("this is not a video\n")
-    for bad in (truncated, fake, tmp_path / "missing.mp4"):
+    # index first (faststart): the container opens, the frames run out early
+    streamable = export_mp4(frames, tmp_path / "fast.mp4", faststart=True).read_bytes()
+    assert streamable.find(b"moov") < streamable.find(b"mdat")
+    truncated_fast = tmp_path / "truncated_fast.mp4"
+    truncated_fast.write_bytes(streamable[: len(streamable) // 2])
+    for bad in (truncated, truncated_fast, fake, tmp_path / "missing.mp4"):
         with pytest.raises(DataError) as e:
             read_video(bad)
         assert str(bad) in str(e.value)

@@ -60,7 +60,7 @@ def _av():
 
 
 def export_mp4(frames: np.ndarray, path, *, fps: float = 10, crf: int = 18,
-               odd_size: str = "pad") -> Path:
+               odd_size: str = "pad", faststart: bool = False) -> Path:
     """Write ``frames`` (T, H, W, 3) uint8 RGB as H.264 mp4 (yuv420p).
 
     B-frames are off and each P-frame references only the previous frame
@@ -69,6 +69,8 @@ def export_mp4(frames: np.ndarray, path, *, fps: float = 10, crf: int = 18,
     with ``odd_size="pad"`` (default) an odd dimension is padded by repeating
     the last row/column (the decoded video is then one pixel larger there);
     with ``odd_size="error"`` a :class:`DataError` is raised.
+    ``faststart=True`` puts the index (moov atom) first, for streaming in a
+    browser (the HTML report).
     """
     av = _av()
     path = Path(path)
@@ -89,7 +91,8 @@ def export_mp4(frames: np.ndarray, path, *, fps: float = 10, crf: int = 18,
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), mode="w") as container:
+    opts = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), mode="w", options=opts) as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width = W + pad_w
         stream.height = H + pad_h

@@ -1,0 +1,60 @@
+"""The whole pipeline at the smoke profile, as `vpe report` runs it, plus its failure modes."""
+
+import json
+import shutil
+
+import pytest
+
+from vpe_lib.report import ReportError, build_report, notebooks
+from vpe_lib.stages.common import MissingArtifactError, require, start_stage
+from vpe_lib.stages.pretrain_stage import run_pretrain_stage
+
+
+@pytest.mark.slow
+def test_smoke_report_end_to_end(tmp_path):
+    run_dir, out = tmp_path / "run", tmp_path / "report"
+    summary = build_report("smoke", run_dir, out, timeout=600)
+    names = [nb.stem for nb in notebooks()]
+    assert len(names) == 5
+    for name in names:
+        page = out / f"{name}.html"
+        assert page.exists() and page.stat().st_size > 10_000, name
+        assert "Traceback" not in page.read_text(), name
+    index = (out / "index.html").read_text()
+    assert all(f'href="{n}.html"' in index for n in names)
+    disk = json.loads((out / "summary.json").read_text())
+    assert disk["status"] == "ok" and disk["provenance"]["profile"] == "smoke"
+    assert set(names) <= set(disk["wall_time_s"]) and disk["wall_time_s"]["total"] > 0
+    m = disk["metrics"]
+    for key in ("data/frames_per_s", "tokenizer/psnr_db", "tokenizer/codebook_utilisation",
+                "seg/fg_iou/unet", "seg/fg_iou/tokenizer/conv", "seg/fg_iou/colour_baseline"):
+        assert isinstance(m[key], (int, float)), key
+    assert 0 <= m["seg/fg_iou/unet"] <= 1
+    for stage in ("data", "pretrain", "latents", "heads", "results"):
+        assert (run_dir / stage / "config.json").exists() and (run_dir / stage / "metrics.json").exists()
+    assert summary["metrics"] == m
+
+
+def test_stage_without_earlier_artifacts_names_what_is_missing(tmp_path):
+    cfg, out = start_stage("smoke", tmp_path, "pretrain")
+    with pytest.raises(MissingArtifactError, match=r"manifest\.json.*01_data"):
+        run_pretrain_stage(cfg, tmp_path, out, progress=False)
+    with pytest.raises(MissingArtifactError, match="stage 'heads'"):
+        require(tmp_path, "heads")
+
+
+def test_failing_notebook_is_named_and_its_page_kept(tmp_path):
+    # notebook 02 runs without 01's artifacts: it must fail, named, with its partial page kept
+    with pytest.raises(ReportError, match=r"02_pretrain\.ipynb failed in cell"):
+        build_report("smoke", tmp_path / "run", tmp_path / "report", only=["02_pretrain"], timeout=120)
+    assert (tmp_path / "report" / "02_pretrain.html").exists()
+    assert (tmp_path / "run" / "notebooks" / "02_pretrain.ipynb").exists()
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_bad_profile_fails_before_any_notebook(tmp_path):
+    from vpe_lib.config import ConfigError
+
+    with pytest.raises(ConfigError):
+        build_report("tiny", tmp_path / "run", tmp_path / "report")
+    assert not (tmp_path / "report").exists()

@@ -1,0 +1,485 @@
+"""One generic training loop for every stage (tokenizer, transformer, UNet, heads).
+
+    result = train(model, step_fn, batches, TrainConfig(steps=2000), Path("runs/x/tokenizer"))
+
+* ``step_fn(model, batch) -> (loss, metrics)``: a scalar loss tensor (a mean over the batch)
+  and a dict of floats (or 0-d tensors) to log.
+* ``batches(i) -> batch``: the i-th micro-batch of the run, a pure function of ``i``
+  (a tensor, or a tuple / list / dict of tensors; moved to the model's device here).
+  Update number ``k`` (1-based) consumes micro-batches ``(k-1)*grad_accum ... k*grad_accum - 1``;
+  with ``grad_accum=1`` that is simply ``batches(k - 1)``. Because the data position is
+  a function of the step, a resumed run sees exactly the data the uninterrupted run would
+  have seen, with no data-loader state to save. ``cfg.batch_size`` is the micro-batch size
+  the caller builds ``batches`` with; the effective batch is ``batch_size * grad_accum``.
+* "step" everywhere (logs, checkpoints, results) counts completed updates.
+
+Artifacts in ``out_dir``: ``checkpoint.pt`` (everything needed to resume, written atomically),
+``final.pt`` (weights only, the EMA weights when EMA is on), ``metrics.jsonl`` (one JSON
+object per log step and per evaluation) and ``train_config.json``. If ``checkpoint.pt``
+exists the run resumes from it and reproduces the uninterrupted run bit-exactly on CPU.
+
+Distributed training is not implemented yet; the places it will touch are marked
+(``is_main_process``, ``unwrap_model``, the ``no_sync`` note in the accumulation loop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .checkpoint import (
+    atomic_save,
+    atomic_write_text,
+    capture_rng_state,
+    load_checkpoint,
+    preserved_rng,
+    restore_rng_state,
+    seed_everything,
+)
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[nn.Module, Any], "tuple[Tensor, dict[str, float]]"]
+Batches = Callable[[int], Any]
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 8  # micro-batch size (used by whoever builds `batches`)
+    lr: float = 3e-4
+    weight_decay: float = 0.01  # applied to weights with ndim >= 2 only (not biases / norms)
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # <= 0 disables clipping (the norm is still logged)
+    grad_accum: int = 1
+    ema_decay: float = 0.0  # 0 disables EMA of weights
+    log_every: int = 10
+    eval_every: int = 0  # 0 = only at the end
+    ckpt_every: int = 200  # 0 = only at the end of the run
+    nonfinite: str = "stop"  # "stop" | "skip"
+    seed: int = 0
+    amp: str = "auto"  # "auto": bf16 autocast on CUDA only (bf16 on CPU is ~20x slower) | "bf16" | "off"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        for name in ("steps", "warmup_steps", "eval_every", "ckpt_every", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("batch_size", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.nonfinite not in ("stop", "skip"):
+            raise ValueError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # the module passed in, trained (raw weights)
+    step: int  # completed updates
+    history: list[dict]  # every record of metrics.jsonl, including those of earlier (resumed) runs
+    wall_time_s: float  # training time summed over all runs of this out_dir
+    items_per_s: float  # throughput of this call
+    ema_model: nn.Module | None = None  # EMA copy when cfg.ema_decay > 0
+    final_path: Path | None = None  # out_dir/final.pt once cfg.steps is reached
+    skipped: int = 0  # updates skipped for non-finite loss / gradients
+
+    @property
+    def final_model(self) -> nn.Module:
+        """The weights final.pt holds: the EMA copy if EMA is on, else the trained model."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+
+class NonFiniteLossError(RuntimeError):
+    def __init__(self, step: int, metrics: dict[str, float], last_checkpoint_step: int | None):
+        self.step, self.metrics = step, metrics
+        vals = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        where = f"step {last_checkpoint_step}" if last_checkpoint_step is not None else "none written"
+        super().__init__(f"non-finite loss at step {step}: {vals} (last good checkpoint: {where})")
+
+
+# ---------------------------------------------------------------------------- distributed hooks
+
+
+def is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or no process group): the only process that logs, shows progress and writes files."""
+    return not is_distributed() or torch.distributed.get_rank() == 0
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module under a DistributedDataParallel / DataParallel / compile wrapper."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+# ---------------------------------------------------------------------------- pieces
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    """Multiplier of cfg.lr for update index s (0-based): linear warmup, then cosine to min_lr_ratio."""
+
+    def f(s: int) -> float:
+        if s < cfg.warmup_steps:
+            return (s + 1) / cfg.warmup_steps
+        progress = min(1.0, (s - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+class ModelEMA:
+    """EMA of the weights; buffers (GroupNorm has none, the VQ codebook does) are copied.
+
+    The decay ramps up as min(decay, (1 + n) / (10 + n)) over the first updates so short runs
+    are not dominated by the initial weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for e, p in zip(self.module.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - d)
+        for e, b in zip(self.module.buffers(), model.buffers()):
+            e.copy_(b)
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = state["updates"]
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        out = [to_device(v, device) for v in batch]
+        return type(batch)(*out) if hasattr(batch, "_fields") else type(batch)(out)
+    return batch
+
+
+def batch_items(batch: Any) -> int:
+    """Number of items in a batch: dim 0 of its first tensor."""
+    if isinstance(batch, Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    for v in values:
+        n = batch_items(v)
+        if n:
+            return n
+    return 0
+
+
+def _float(v: Any) -> float:
+    return float(v.detach()) if isinstance(v, Tensor) else float(v)
+
+
+def _autocast(amp: str, device: torch.device):
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    if device.type == "cpu":
+        warnings.warn("bf16 autocast on CPU is ~20x slower than fp32 here; use amp='auto'", stacklevel=3)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    return torch.device("cpu")
+
+
+def _read_metrics(path: Path, upto_step: int) -> list[dict]:
+    """Records of an earlier run up to `upto_step`; later ones (logged after the checkpoint
+    we resume from) would be repeated by this run, so the file is rewritten without them."""
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [r for r in records if r.get("step", 0) <= upto_step]
+    if len(kept) != len(records):
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), path)
+    return kept
+
+
+class _Window:
+    """Running means of the logged values between two log steps."""
+
+    def __init__(self) -> None:
+        self.reset(time.perf_counter())
+
+    def reset(self, t: float) -> None:
+        self.sums: dict[str, float] = {}
+        self.n = 0
+        self.items = 0
+        self.t0 = t
+
+    def add(self, values: dict[str, float], items: int) -> None:
+        self.n += 1
+        self.items += items
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def means(self) -> dict[str, float]:
+        return {k: v / self.n for k, v in self.sums.items()} if self.n else {}
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def train(
+    model: nn.Module,
+    step_fn: StepFn,
+    batches: Batches,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+    desc: str = "train",
+    max_steps_this_run: int | None = None,
+) -> TrainResult:
+    """Train `model` for cfg.steps updates (resuming from out_dir/checkpoint.pt if present).
+
+    max_steps_this_run: stop (with a checkpoint) after this many updates in this call — for
+    tests of resume and for time-sliced runs; the next call continues from there.
+    eval_fn(model) -> dict: run every cfg.eval_every steps and at the end, on the EMA model when
+    EMA is on, in eval mode, with the training RNG streams preserved; logged as "eval/<key>".
+    """
+    out_dir = Path(out_dir)
+    main = is_main_process()
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, final_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "final.pt", out_dir / "metrics.jsonl"
+
+    raw = unwrap_model(model)
+    device = _model_device(raw)
+    trainable = [p for p in raw.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    ema = ModelEMA(raw, cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    step, elapsed_before, skipped, last_ckpt = 0, 0.0, 0, None
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        raw.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if ema is not None:
+            if state.get("ema") is None:
+                raise ValueError(f"{ckpt_path} has no EMA state but cfg.ema_decay = {cfg.ema_decay}")
+            ema.load_state_dict(state["ema"])
+        restore_rng_state(state["rng"])
+        step = last_ckpt = state["step"]
+        elapsed_before, skipped = state.get("elapsed_s", 0.0), state.get("skipped", 0)
+        changed = {k: (v, getattr(cfg, k)) for k, v in state["cfg"].items()
+                   if k not in ("steps", "progress", "log_every", "eval_every", "ckpt_every")
+                   and hasattr(cfg, k) and _norm(v) != _norm(getattr(cfg, k))}
+        if changed:
+            warnings.warn(f"resuming {ckpt_path} with a changed config (saved, now): {changed}", stacklevel=2)
+        _say(f"{desc}: resuming from step {step} ({ckpt_path})", cfg.progress and main)
+    else:
+        seed_everything(cfg.seed)
+    history = _read_metrics(metrics_path, step) if main else []
+    if main:
+        atomic_write_text(json.dumps(asdict(cfg), indent=2) + "\n", out_dir / "train_config.json")
+
+    def save_checkpoint() -> None:
+        nonlocal last_ckpt
+        if main:
+            atomic_save({
+                "model": raw.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "step": step,
+                "rng": capture_rng_state(),
+                "cfg": asdict(cfg),
+                "elapsed_s": elapsed_before + time.perf_counter() - t_start,
+                "skipped": skipped,
+            }, ckpt_path)
+        last_ckpt = step
+
+    def emit(record: dict) -> None:
+        history.append(record)
+        if main:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def run_eval() -> None:
+        target = ema.module if ema is not None else raw
+        was_training = target.training
+        target.eval()
+        try:
+            with preserved_rng():
+                results = eval_fn(target)
+        finally:
+            target.train(was_training)
+        emit({"step": step, **{f"eval/{k}": _float(v) for k, v in results.items()}})
+
+    end_step = cfg.steps if max_steps_this_run is None else min(cfg.steps, step + max_steps_this_run)
+    snapshot_buffers = cfg.nonfinite == "skip"
+    model.train()
+    pbar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not (cfg.progress and main), dynamic_ncols=True)
+    t_start = time.perf_counter()
+    start_step, items_run = step, 0
+    window = _Window()
+    try:
+        while step < end_step:
+            # A skipped update must not leave half-updated buffers behind (e.g. an EMA codebook
+            # that already absorbed a NaN batch), so keep a copy to restore.
+            saved = [b.detach().clone() for b in raw.buffers()] if snapshot_buffers else None
+            opt.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            items, bad = 0, None
+            for j in range(cfg.grad_accum):
+                batch = to_device(batches(step * cfg.grad_accum + j), device)
+                items += batch_items(batch)
+                # DDP: wrap all but the last micro-batch in model.no_sync().
+                with _autocast(cfg.amp, device):
+                    loss, metrics = step_fn(model, batch)
+                values = {k: _float(v) for k, v in metrics.items()}
+                values["loss"] = _float(loss)
+                if not math.isfinite(values["loss"]):
+                    bad = values
+                    break
+                (loss / cfg.grad_accum).backward()
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+            if bad is None:
+                max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm)) if trainable else 0.0
+                if not math.isfinite(grad_norm):
+                    bad = {**sums, "grad_norm": grad_norm}
+            if bad is not None:
+                if cfg.nonfinite == "stop":
+                    raise NonFiniteLossError(step + 1, bad, last_ckpt)
+                opt.zero_grad(set_to_none=True)
+                if saved is not None:
+                    with torch.no_grad():
+                        for b, s in zip(raw.buffers(), saved):
+                            b.copy_(s)
+                skipped += 1
+                log.warning("%s: skipped update %d (non-finite: %s)", desc, step + 1, bad)
+            else:
+                opt.step()
+                if ema is not None:
+                    ema.update(raw)
+                window.add({**sums, "grad_norm": grad_norm}, items)
+            lr = opt.param_groups[0]["lr"]
+            sched.step()
+            step += 1
+            items_run += items
+            if bad is None:
+                pbar.set_postfix(loss=f"{sums['loss']:.4f}", items_s=f"{items_run / (time.perf_counter() - t_start):.1f}",
+                                 refresh=False)
+            pbar.update(1)
+
+            if step % cfg.log_every == 0 or step == end_step:
+                now = time.perf_counter()
+                means = window.means()
+                emit({
+                    "step": step,
+                    "lr": lr,
+                    "loss": means.pop("loss", None),
+                    **means,
+                    "items_per_s": window.items / max(now - window.t0, 1e-9),
+                    "elapsed_s": elapsed_before + now - t_start,
+                    "skipped": skipped,
+                })
+                window.reset(now)
+            if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+                run_eval()
+            if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end_step:
+                save_checkpoint()
+    finally:
+        pbar.close()
+
+    run_time = time.perf_counter() - t_start
+    done = step >= cfg.steps
+    if done:
+        if step == start_step and last_ckpt != step:  # cfg.steps == 0 or an odd resume
+            save_checkpoint()
+        if main:
+            atomic_save((ema.module if ema is not None else raw).state_dict(), final_path)
+        has_final_eval = any(r.get("step") == step and any(k.startswith("eval/") for k in r) for r in history)
+        if eval_fn is not None and not has_final_eval:
+            run_eval()
+    return TrainResult(
+        model=model,
+        step=step,
+        history=history,
+        wall_time_s=elapsed_before + run_time,
+        items_per_s=items_run / run_time if items_run else 0.0,
+        ema_model=ema.module if ema is not None else None,
+        final_path=final_path if done else None,
+        skipped=skipped,
+    )
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _say(msg: str, show: bool) -> None:
+    log.info(msg)
+    if show:
+        tqdm.write(msg)
+
+
+__all__ = [
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainResult",
+    "ModelEMA",
+    "is_main_process",
+    "lr_lambda",
+    "train",
+    "unwrap_model",
+]
