@@ -59,6 +59,7 @@ class SegConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     frame_stride: int = 3  # labelled frames: every k-th frame of each training video
     test_frame_stride: int = 5
+    flip_augment: bool = True  # horizontal flips, added as extra labelled frames for every model alike
     colour_baseline_pixels: int = 200_000  # pixels sampled to fit the per-pixel colour baseline
 
 
@@ -145,15 +146,16 @@ def _cpu() -> RunConfig:
                 codebook_size=256,
                 clip_frames=4,
             ),
-            train=TrainConfig(steps=600, batch_size=8, lr=2e-3, warmup_steps=50, log_every=20, ckpt_every=200),
+            train=TrainConfig(steps=600, batch_size=8, lr=2e-3, warmup_steps=50, log_every=20, eval_every=100, ckpt_every=100),
             n_eval_clips=64,
         ),
         seg=SegConfig(
-            head_hidden=64,
+            head_hidden=32,
             unet_base_channels=16,
             unet_depth=3,
-            train=TrainConfig(steps=300, batch_size=16, lr=2e-3, warmup_steps=20, log_every=20, ckpt_every=0),
+            train=TrainConfig(steps=200, batch_size=16, lr=2e-3, warmup_steps=20, log_every=20, ckpt_every=0),
             seeds=(0, 1, 2),
+            frame_stride=5,
         ),
         analysis=AnalysisConfig(embedding="umap", n_points=2000, n_frames=64),
     )

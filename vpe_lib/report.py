@@ -138,7 +138,7 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
     wall["total"] = time.perf_counter() - total_start
 
     try:
-        metrics = collect_metrics(run_dir)
+        metrics = collect_metrics(run_dir, include_results=True)
     except FileNotFoundError:
         metrics = {}  # a failed run: the index still links the pages that exist
     summary = {

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from einops import rearrange
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 from sklearn.pipeline import make_pipeline
+from tqdm.auto import tqdm
 
 from vpe_lib.config import RunConfig
 from vpe_lib.data.samplers import FrameBatches, labelled_frames, to_unit_range
@@ -87,52 +87,107 @@ def _head(kind: str, encoder: VQVAE3D, hidden: int) -> tuple[nn.Module, bool]:
     raise ValueError(f"unknown seg.head {kind!r}; valid: conv, linear")
 
 
+@torch.no_grad()
+def frozen_features(model: SegmentationModel, frames: np.ndarray, *, batch_size: int = 32, progress: bool = True
+                    ) -> list[torch.Tensor]:
+    """The frozen encoder's feature maps for every frame, computed once and kept in float16.
+
+    A frozen encoder gives the same features every epoch, so the heads train on this
+    cache: the encoder's forward pass (a clip of repeated frames through 3D convs)
+    would otherwise dominate the cost of every step and every seed.
+    """
+    chunks: list[list[torch.Tensor]] = []
+    for k in tqdm(range(0, len(frames), batch_size), desc="encoder features", disable=not progress, leave=False):
+        x = rearrange(to_unit_range(frames[k : k + batch_size]), "b h w c -> b c h w")
+        feats = model.features(x)
+        chunks.append([f.half() for f in (feats if isinstance(feats, list) else [feats])])
+    return [torch.cat(level) for level in zip(*chunks)]
+
+
+class CachedFeatureBatches:
+    """Random (cached features, masks) batches; deterministic per step like FrameBatches."""
+
+    def __init__(self, features: list[torch.Tensor], masks: np.ndarray, *, batch_size: int, seed: int):
+        self.features, self.masks = features, torch.from_numpy(masks).long()
+        self.batch_size, self.seed = batch_size, seed
+
+    def __call__(self, step: int):
+        idx = torch.from_numpy(np.random.default_rng([self.seed, step]).integers(0, len(self.masks), self.batch_size))
+        return [f[idx].float() for f in self.features], self.masks[idx]
+
+
+class HeadOnFeatures(nn.Module):
+    """Trains a head on cached features; its weights are the same module the full model uses."""
+
+    def __init__(self, head: nn.Module, size: tuple[int, int], multi_level: bool):
+        super().__init__()
+        self.head, self.size, self.multi_level = head, size, multi_level
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.head(features if self.multi_level else features[-1], size=self.size)
+
+
+def with_flips(frames: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal-flip augmentation as extra labelled frames: the same set for every model."""
+    return np.concatenate([frames, frames[:, :, ::-1]]), np.concatenate([masks, masks[:, :, ::-1]])
+
+
 def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool = True) -> dict[str, float]:
     data_dir = require(run_dir, "data", "pushworld/manifest.json")
     require(run_dir, "pretrain", "final.pt")
     s = cfg.seg
     train_frames, train_masks = labelled_frames(PushWorldStore(data_dir / "pushworld", "train"), frame_stride=s.frame_stride)
     test_frames, test_masks = labelled_frames(PushWorldStore(data_dir / "pushworld", "test"), frame_stride=s.test_frame_stride)
+    if s.flip_augment:
+        train_frames, train_masks = with_flips(train_frames, train_masks)
+    size = tuple(train_frames.shape[1:3])
 
-    models: dict[str, Callable[[int], nn.Module]] = {}
-
-    def pretrained(seed: int) -> nn.Module:
-        torch.manual_seed(seed)
+    def frozen_model(pretrained: bool, head_seed: int = 0) -> SegmentationModel:
         enc = load_tokenizer(run_dir)
+        if not pretrained:
+            torch.manual_seed(0)  # one fixed random encoder: the control's features are cached once
+            enc = VQVAE3D(cfg=enc.cfg).eval()  # same architecture, random weights
+        torch.manual_seed(head_seed)
         head, multi = _head(s.head, enc, s.head_hidden)
         return SegmentationModel(enc, head, frozen=True, use_intermediates=multi)
 
-    def random_encoder(seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        enc = VQVAE3D(cfg=load_tokenizer(run_dir).cfg)  # same architecture, random weights
-        head, multi = _head(s.head, enc, s.head_hidden)
-        return SegmentationModel(enc, head, frozen=True, use_intermediates=multi)
-
-    def unet(seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        return UNet2D(in_channels=3, n_classes=2, base_channels=s.unet_base_channels, depth=s.unet_depth)
-
-    models[f"tokenizer/{s.head}"] = pretrained
-    models[f"random_tokenizer/{s.head}"] = random_encoder
-    models["unet"] = unet
-
-    per_seed: dict[str, list[dict]] = {name: [] for name in models}
+    per_seed: dict[str, list[dict]] = {}
     examples: dict[str, np.ndarray] = {}
     n_show = min(6, len(test_frames))
-    for name, build in models.items():
+
+    def record(name: str, seed: int, model: nn.Module, result) -> None:
+        pred = predict_foreground(model, test_frames)
+        res = score(pred, test_masks)
+        res.update(seed=seed, train_wall_s=result.wall_time_s,
+                   trainable_params=sum(p.numel() for p in result.model.parameters() if p.requires_grad))
+        per_seed.setdefault(name, []).append(res)
+        if seed == s.seeds[0]:
+            examples[name] = pred[:n_show]
+
+    def train_dir(name: str, seed: int) -> Path:
+        return out / "models" / name.replace("/", "_") / f"seed{seed}"
+
+    # Heads on frozen encoders (pretrained, and the random-weights control), trained on cached features.
+    for name, pretrained in ((f"tokenizer/{s.head}", True), (f"random_tokenizer/{s.head}", False)):
+        features = frozen_features(frozen_model(pretrained), train_frames, progress=progress)
         for seed in s.seeds:
-            model = build(seed)
-            batches = FrameBatches(train_frames, train_masks, batch_size=s.train.batch_size, seed=seed)
+            model = frozen_model(pretrained, head_seed=seed)
+            head_model = HeadOnFeatures(model.head, size, model.use_intermediates)
+            batches = CachedFeatureBatches(features, train_masks, batch_size=s.train.batch_size, seed=seed)
             tcfg = dataclasses.replace(s.train, seed=seed, progress=progress)
-            result = train(model, segmentation_step, batches, tcfg, out / "models" / name.replace("/", "_") / f"seed{seed}",
-                           desc=f"{name} seed {seed}")
-            pred = predict_foreground(result.model, test_frames)
-            res = score(pred, test_masks)
-            res.update(seed=seed, train_wall_s=result.wall_time_s, trainable_params=sum(
-                p.numel() for p in result.model.parameters() if p.requires_grad))
-            per_seed[name].append(res)
-            if seed == s.seeds[0]:
-                examples[name] = pred[:n_show]
+            result = train(head_model, segmentation_step, batches, tcfg, train_dir(name, seed), desc=f"{name} seed {seed}")
+            model.head = result.final_model.head
+            record(name, seed, model, result)
+        del features
+
+    # The UNet from scratch sees the same frames, steps and batch size.
+    for seed in s.seeds:
+        torch.manual_seed(seed)
+        model = UNet2D(in_channels=3, n_classes=2, base_channels=s.unet_base_channels, depth=s.unet_depth)
+        batches = FrameBatches(train_frames, train_masks, batch_size=s.train.batch_size, seed=seed, flip=False)
+        tcfg = dataclasses.replace(s.train, seed=seed, progress=progress)
+        result = train(model, segmentation_step, batches, tcfg, train_dir("unet", seed), desc=f"unet seed {seed}")
+        record("unet", seed, result.final_model, result)
 
     colour_pred = colour_baseline(train_frames, train_masks, test_frames, n_pixels=s.colour_baseline_pixels)
     per_seed["colour_baseline"] = [score(colour_pred, test_masks)]

@@ -11,11 +11,11 @@ from vpe_lib.stages.common import STAGES, read_metrics, write_metrics
 MIN_DIFFICULTY_GAP = 0.10
 
 
-def collect_metrics(run_dir: str | Path) -> dict[str, float]:
-    """All metrics of the earlier stages, one flat mapping (names already carry their stage prefix)."""
+def collect_metrics(run_dir: str | Path, *, include_results: bool = False) -> dict[str, float]:
+    """All stages' metrics, one flat mapping (names already carry their stage prefix)."""
     merged: dict[str, float] = {}
     for stage in STAGES:
-        if stage != "results":
+        if stage != "results" or include_results:
             merged.update(read_metrics(run_dir, stage))
     return merged
 
