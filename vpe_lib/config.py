@@ -53,6 +53,7 @@ class SegConfig:
 
     head: str = "conv"  # "conv" (multi-level) or "linear" (last feature map only)
     head_hidden: int = 64
+    head_resolution: int = 0  # side of the map the conv head works at (0 = the finest feature map)
     unet_base_channels: int = 16
     unet_depth: int = 3
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -151,6 +152,7 @@ def _cpu() -> RunConfig:
         ),
         seg=SegConfig(
             head_hidden=32,
+            head_resolution=32,
             unet_base_channels=16,
             unet_depth=3,
             train=TrainConfig(steps=200, batch_size=16, lr=2e-3, warmup_steps=20, log_every=20, ckpt_every=0),

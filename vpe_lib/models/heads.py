@@ -43,11 +43,17 @@ class LinearHead(nn.Module):
 
 class ConvHead(nn.Module):
     """Multi-scale head: 1×1 projection of each map to `hidden`, bilinear upsample to the finest
-    map, sum, two (conv 3×3, GroupNorm, swish) layers, 1×1 classifier, upsample to the image."""
+    map, sum, two (conv 3×3, GroupNorm, swish) layers, 1×1 classifier, upsample to the image.
 
-    def __init__(self, *, in_channels: Sequence[int], n_classes: int, hidden: int = 64):
+    `max_resolution` caps the side of the map the head works at (larger maps are
+    average-pooled down): the 3×3 layers at full resolution dominate the cost on a CPU.
+    """
+
+    def __init__(self, *, in_channels: Sequence[int], n_classes: int, hidden: int = 64,
+                 max_resolution: int | None = None):
         super().__init__()
         self.in_channels = list(in_channels)
+        self.max_resolution = max_resolution
         if not self.in_channels:
             raise ValueError("in_channels must list at least one feature map")
         self.proj = nn.ModuleList(nn.Conv2d(c, hidden, 1) for c in self.in_channels)
@@ -62,8 +68,13 @@ class ConvHead(nn.Module):
         if len(feats) != len(self.proj):
             raise ValueError(f"ConvHead built for {len(self.proj)} feature maps, got {len(feats)}")
         target = max((f.shape[-2:] for f in feats), key=lambda s: s[0] * s[1])
+        if self.max_resolution and max(target) > self.max_resolution:
+            scale = max(target) // self.max_resolution
+            target = (target[0] // scale, target[1] // scale)
         x = 0
         for f, proj in zip(feats, self.proj):
+            if f.shape[-2] > target[0]:
+                f = F.adaptive_avg_pool2d(f, target)  # pool before projecting: cheaper, same result
             y = proj(f)
             if y.shape[-2:] != target:
                 y = F.interpolate(y, size=target, mode="bilinear", align_corners=False)

@@ -79,9 +79,10 @@ def colour_baseline(train_frames, train_masks, test_frames, *, n_pixels: int, se
     return clf.predict(_pixel_features(test_frames)).reshape(test_frames.shape[:3]).astype(bool)
 
 
-def _head(kind: str, encoder: VQVAE3D, hidden: int) -> tuple[nn.Module, bool]:
+def _head(kind: str, encoder: VQVAE3D, hidden: int, resolution: int = 0) -> tuple[nn.Module, bool]:
     if kind == "conv":
-        return ConvHead(in_channels=list(encoder.feature_channels), n_classes=2, hidden=hidden), True
+        return ConvHead(in_channels=list(encoder.feature_channels), n_classes=2, hidden=hidden,
+                        max_resolution=resolution or None), True
     if kind == "linear":
         return LinearHead(in_channels=encoder.feature_channels[-1], n_classes=2), False
     raise ValueError(f"unknown seg.head {kind!r}; valid: conv, linear")
@@ -148,7 +149,7 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
             torch.manual_seed(0)  # one fixed random encoder: the control's features are cached once
             enc = VQVAE3D(cfg=enc.cfg).eval()  # same architecture, random weights
         torch.manual_seed(head_seed)
-        head, multi = _head(s.head, enc, s.head_hidden)
+        head, multi = _head(s.head, enc, s.head_hidden, s.head_resolution)
         return SegmentationModel(enc, head, frozen=True, use_intermediates=multi)
 
     per_seed: dict[str, list[dict]] = {}
