@@ -100,6 +100,124 @@ def test_tokenizer_codes_roundtrip():
     assert model.decode_codes(codes).shape == x.shape
 
 
+QUANTIZER_CONFIGS = {
+    "vq": TokenizerConfig.smoke(quantizer="vq"),
+    "lfq": TokenizerConfig.smoke(quantizer="lfq"),  # 32 codes = 5 bits
+    "fsq": TokenizerConfig.smoke(quantizer="fsq", fsq_levels=(8, 4)),  # 32 codes
+}
+
+
+@pytest.mark.parametrize("quantizer", list(QUANTIZER_CONFIGS))
+def test_quantizers(quantizer):
+    """Every quantizer: shapes, finite backward into every parameter, codes in [0, K), the
+    codes -> latent -> recon round trip, still-image features and codebook_stats."""
+    cfg = QUANTIZER_CONFIGS[quantizer]
+    model = _tokenizer(cfg)
+    x = _video()
+    t, h, w = model.latent_shape(*x.shape[-3:])
+    out = model(x)
+    assert out.recon.shape == x.shape
+    assert out.codes.shape == (2, t, h, w) and out.codes.dtype == torch.long
+    assert 0 <= int(out.codes.min()) and int(out.codes.max()) < cfg.codebook_size
+    for loss in (out.loss, out.recon_loss, out.quant_loss):
+        assert loss.ndim == 0 and torch.isfinite(loss)  # lfq's quant_loss is typically < 0
+    assert torch.allclose(out.loss, out.recon_loss + out.quant_loss)
+    assert all(v.ndim == 0 and torch.isfinite(v) and not v.requires_grad for v in out.quant_info.values())
+    if quantizer == "lfq":
+        info = out.quant_info
+        assert {"per_sample_entropy", "codebook_entropy", "entropy_aux", "commitment"} <= set(info)
+        assert torch.allclose(info["entropy_aux"] + info["commitment"], out.quant_loss.detach(), atol=1e-6)
+    out.loss.backward()
+    for n, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), n
+
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+        zq, codes, aux = model.encode(x)
+        assert zq.shape == (2, cfg.embed_dim, t, h, w) and torch.equal(codes, ref.codes)
+        assert aux.ndim == 0 and torch.isfinite(aux) and aux >= 0  # eval: commitment only (0 for fsq)
+        latent = model.codes_to_latent(codes)
+        assert latent.shape == zq.shape
+        assert torch.allclose(latent, zq, atol=1e-5)
+        assert torch.allclose(model.decode_codes(codes), ref.recon, atol=1e-5)
+        feats = model.forward_features(x[:, :, 0])
+        inter = model.forward_intermediates(x[:, :, 0])
+    assert feats.shape == (2, cfg.embed_dim, h, w) and torch.allclose(inter[-1], feats, atol=1e-6)
+    stats = codebook_stats(codes, cfg.codebook_size)
+    assert 0 < stats["utilisation"] <= 1 and stats["perplexity"] >= 1
+    if quantizer == "vq":
+        assert model.ema_cluster_size.shape == (cfg.codebook_size,)
+    else:
+        assert not hasattr(model, "ema_cluster_size")
+
+
+def test_lfq_losses_match_library():
+    """Our LFQ entropy / commitment losses (computed outside the library for its DDP bug) are the
+    library's formula: same codes and loss as vector_quantize_pytorch.LFQ on one process."""
+    from vector_quantize_pytorch import LFQ
+
+    cfg = QUANTIZER_CONFIGS["lfq"]
+    model = _tokenizer(cfg).train()
+    z = torch.randn(2, cfg.embed_dim, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    zq, codes, loss, info = model.quantizer(z)
+    x, _ = model.quantizer._grid(z)
+    ref = LFQ(dim=5, codebook_size=32, entropy_loss_weight=cfg.entropy_loss_weight,
+              diversity_gamma=cfg.diversity_gamma, commitment_loss_weight=cfg.commitment_weight).train()
+    (_, ref_codes, ref_loss), parts = ref(x, return_loss_breakdown=True)
+    assert torch.equal(codes.flatten(1), ref_codes.long())
+    assert torch.allclose(loss, ref_loss, atol=1e-6)
+    assert torch.allclose(info["codebook_entropy"], parts.batch_entropy, atol=1e-6)
+    assert torch.allclose(info["per_sample_entropy"], parts.per_sample_entropy, atol=1e-6)
+
+
+def test_quantizer_state_dict_keys_unchanged_for_vq():
+    """Checkpoints of the vq tokenizer written before lfq/fsq existed still load."""
+    keys = set(_tokenizer(QUANTIZER_CONFIGS["vq"]).state_dict())
+    assert "quantizer._codebook.embed" in keys and "quantizer._codebook.cluster_size" in keys
+    assert not any("project_in" in k for k in keys)
+
+
+CAUSAL = TokenizerConfig.smoke(channel_mults=(1, 2, 2), temporal_down=(True, True), spatial_down=(True, True),
+                               causal=True, quantizer="fsq", fsq_levels=(8, 4))  # temporal factor 4
+
+
+@pytest.mark.parametrize("t", [1, 5, 9])
+def test_causal_shapes(t):
+    model = _tokenizer(CAUSAL)
+    x = _video(shape=(2, 3, t, 16, 16))
+    out = model(x)
+    assert model.latent_shape(t, 16, 16) == (1 + (t - 1) // 4, 4, 4)
+    assert out.recon.shape == x.shape and out.codes.shape == (2, 1 + (t - 1) // 4, 4, 4)
+    out.loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    with pytest.raises(ValueError):
+        model.latent_shape(8, 16, 16)
+
+
+def test_causal_future_frames_do_not_change_past_latents():
+    model = _tokenizer(CAUSAL).eval()
+    x = _video(shape=(1, 3, 9, 16, 16))  # latent frame j sees input frames <= 4j
+    with torch.no_grad():
+        z = model.encode_continuous(x)
+        codes = model.encode(x)[1]
+        future = x.clone()
+        future[:, :, 5:] = _video(7, shape=(1, 3, 4, 16, 16))
+        z_future = model.encode_continuous(future)
+        assert torch.equal(z_future[:, :, :2], z[:, :, :2]) and not torch.equal(z_future[:, :, 2], z[:, :, 2])
+        assert torch.equal(model.encode(future)[1][:, :2], codes[:, :2])
+        all_but_first = x.clone()
+        all_but_first[:, :, 1:] = 0
+        assert torch.equal(model.encode_continuous(all_but_first)[:, :, 0], z[:, :, 0])
+        # the decoder is causal too: recon of frame 0 depends on latent frame 0 only
+        assert torch.equal(model(all_but_first).recon[:, :, 0], model(x).recon[:, :, 0])
+        # a still image is encoded alone (t = 1), and that is the first latent frame of any clip
+        feats = model.forward_features(x[:, :, 0])
+        inter = model.forward_intermediates(x[:, :, 0])
+    assert feats.shape == (1, CAUSAL.embed_dim, 4, 4) and torch.equal(feats, z[:, :, 0])
+    assert [f.shape[1] for f in inter] == model.feature_channels and torch.allclose(inter[-1], feats)
+
+
 def test_tokenizer_channels_last_matches():
     cfg = TOKENIZER_CONFIGS["t-late"]
     x = _video()
@@ -134,7 +252,11 @@ def test_latent_shape():
         ("blocks_per_level", -1),
         ("embed_dim", 0),
         ("codebook_size", 1),
-        ("quantizer", "lfq"),
+        ("quantizer", "pq"),
+        ("entropy_loss_weight", -0.1),
+        ("diversity_gamma", -1.0),
+        ("fsq_levels", (8, 2)),  # level 2 needs the library's symmetry-preserving mode
+        ("causal", 1),
         ("commitment_weight", -1.0),
         ("clip_frames", 6),  # not divisible by the temporal factor 4
     ],
@@ -142,6 +264,31 @@ def test_latent_shape():
 def test_bad_config_names_field(field, value):
     with pytest.raises(ValueError, match=field):
         TokenizerConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "kw, names",
+    [
+        (dict(quantizer="lfq", codebook_size=1000), ["lfq", "codebook_size", "power of 2"]),
+        (dict(quantizer="fsq"), ["fsq_levels", "codebook_size"]),  # prod((8, 5, 5, 5)) = 1000 != 1024
+        (dict(causal=True, clip_frames=16), ["clip_frames", "causal"]),
+        (dict(causal=False, clip_frames=17), ["clip_frames"]),
+    ],
+)
+def test_quantizer_and_causal_config_errors_name_fields(kw, names):
+    with pytest.raises(ValueError) as info:
+        TokenizerConfig(**kw)
+    assert all(n in str(info.value) for n in names), str(info.value)
+
+
+def test_quantizer_configs_valid():
+    assert TokenizerConfig(quantizer="fsq", codebook_size=1000).fsq_levels == (8, 5, 5, 5)
+    assert TokenizerConfig(quantizer="lfq").codebook_size == 1024
+    assert TokenizerConfig(quantizer="fsq", fsq_levels=[8, 8, 4, 4]).fsq_levels == (8, 8, 4, 4)  # 1024
+    # causal presets get one frame more: frame 0 alone, then the usual clip
+    assert TokenizerConfig.bair(causal=True).clip_frames == 17
+    assert TokenizerConfig.smoke(causal=True).clip_frames == 5
+    assert TokenizerConfig.smoke(causal=True, clip_frames=3).clip_frames == 3
 
 
 def test_config_accepts_lists():

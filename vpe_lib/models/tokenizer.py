@@ -9,10 +9,33 @@ Still images (MAGVIT-v1 style, the same trick COMMIT uses for its condition fram
 the image to the clip length, encode, keep the first latent frame. ``forward_features`` and
 ``forward_intermediates`` expose that path in the timm convention, which is what the
 segmentation heads and probes consume.
+
+Quantizers (``TokenizerConfig.quantizer``), all behind the same ``encode`` / ``decode`` /
+``codes_to_latent`` API, codes always ``long`` in ``[0, codebook_size)``:
+
+* ``"vq"``: ``VectorQuantize`` with an EMA codebook, k-means init and dead-code restart.
+* ``"lfq"``: lookup-free quantization (MAGVIT-v2). ``embed_dim`` is projected by a 1×1×1 conv
+  to ``log2(codebook_size)`` channels, normalised by a GroupNorm *without* affine parameters
+  (centred, unit-scale inputs around the ±1 codes; without it LFQ tends to collapse), and each
+  channel quantised to its sign; a 1×1×1 conv maps the bits back to ``embed_dim``. We project
+  rather than require ``embed_dim == log2(codebook_size)`` so the continuous features the heads
+  read (``forward_features``) stay ``embed_dim`` wide whatever the codebook size. Its aux loss
+  is ``entropy_loss_weight * (per-sample entropy - diversity_gamma * codebook entropy)`` plus the
+  commitment loss: it is usually *negative* (the codebook-entropy term dominates), as expected.
+* ``"fsq"``: finite scalar quantization with ``fsq_levels`` (``codebook_size`` must equal their
+  product); 1×1×1 convs project ``embed_dim`` to ``len(fsq_levels)`` and back. No aux loss.
+
+Causal variant (``causal=True``, MAGVIT-v2 style): every 3×3×3 conv pads time on the past side
+only (replicating the first frame), GroupNorm takes its statistics per frame, and temporal
+down/upsampling keeps frame 0 on its own, so a clip of ``1 + k * temporal_factor`` frames maps
+to ``1 + k`` latent frames, latent frame ``j`` depends only on input frames ``<= j *
+temporal_factor``, and a still image (t = 1) is a valid input: ``forward_features`` encodes it
+alone instead of repeating it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -20,9 +43,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
-from vector_quantize_pytorch import VectorQuantize
+from vector_quantize_pytorch import FSQ, LFQ, VectorQuantize
 
-QUANTIZERS = ("vq",)  # "lfq" / "fsq" can slot in behind `_build_quantizer` later
+QUANTIZERS = ("vq", "lfq", "fsq")
 
 
 @dataclass(frozen=True)
@@ -38,14 +61,20 @@ class TokenizerConfig:
     full_res_blocks: bool = True
     embed_dim: int = 256
     codebook_size: int = 1024
-    quantizer: str = "vq"
-    commitment_weight: float = 0.25
+    quantizer: str = "vq"  # "vq" | "lfq" | "fsq" (see the module docstring)
+    commitment_weight: float = 0.25  # vq and lfq
     groups: int = 8  # GroupNorm groups, clipped to a divisor of each layer's channels
-    clip_frames: int = 16  # clip length a still image is repeated to (forward_features)
+    # clip length a still image is repeated to (forward_features); with causal=True the training
+    # clip length, 1 + k * temporal_factor (a still image is then encoded alone)
+    clip_frames: int = 16
+    entropy_loss_weight: float = 0.1  # lfq: weight of the entropy aux loss
+    diversity_gamma: float = 1.0  # lfq: weight of the codebook-entropy term inside it
+    fsq_levels: tuple[int, ...] = (8, 5, 5, 5)  # fsq: levels per channel; prod == codebook_size
+    causal: bool = False  # MAGVIT-v2 causal 3D convs; clips of 1 + k * temporal_factor frames
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON) and store tuples so the config stays hashable.
-        for name in ("channel_mults", "temporal_down", "spatial_down"):
+        for name in ("channel_mults", "temporal_down", "spatial_down", "fsq_levels"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _positive_int(self, "in_channels", "base_channels", "embed_dim", "groups", "clip_frames")
         if not isinstance(self.blocks_per_level, int) or self.blocks_per_level < 0:
@@ -64,10 +93,28 @@ class TokenizerConfig:
         if not isinstance(self.codebook_size, int) or self.codebook_size < 2:
             raise ValueError(f"codebook_size must be an int >= 2, got {self.codebook_size!r}")
         if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"quantizer must be one of {QUANTIZERS} (lfq/fsq not implemented yet), got {self.quantizer!r}")
-        if not self.commitment_weight >= 0:
-            raise ValueError(f"commitment_weight must be >= 0, got {self.commitment_weight!r}")
-        if self.clip_frames % self.temporal_factor:
+            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        for name in ("commitment_weight", "entropy_loss_weight", "diversity_gamma"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.quantizer == "lfq" and self.codebook_size & (self.codebook_size - 1):
+            raise ValueError(f"quantizer='lfq' needs codebook_size to be a power of 2 (it is 2 ** bits), "
+                             f"got codebook_size={self.codebook_size}")
+        if not self.fsq_levels or any(not isinstance(v, int) or isinstance(v, bool) or v < 3
+                                      for v in self.fsq_levels):
+            # the library's level-2 mode needs a different (symmetry-preserving) quantizer
+            raise ValueError(f"fsq_levels must be a non-empty tuple of ints >= 3, got {self.fsq_levels!r}")
+        if self.quantizer == "fsq" and math.prod(self.fsq_levels) != self.codebook_size:
+            raise ValueError(f"quantizer='fsq' needs codebook_size == prod(fsq_levels): fsq_levels={self.fsq_levels} "
+                             f"give {math.prod(self.fsq_levels)}, codebook_size={self.codebook_size}")
+        if not isinstance(self.causal, bool):
+            raise ValueError(f"causal must be a bool, got {self.causal!r}")
+        if self.causal and (self.clip_frames - 1) % self.temporal_factor:
+            raise ValueError(
+                f"with causal=True clip_frames must be 1 + a multiple of the temporal downsampling factor "
+                f"{self.temporal_factor} (frame 0 is encoded alone), got clip_frames={self.clip_frames}"
+            )
+        if not self.causal and self.clip_frames % self.temporal_factor:
             raise ValueError(
                 f"clip_frames ({self.clip_frames}) must be divisible by the temporal downsampling factor "
                 f"{self.temporal_factor}"
@@ -87,14 +134,15 @@ class TokenizerConfig:
 
     @classmethod
     def bair(cls, **overrides) -> "TokenizerConfig":
-        """MAGVIT's BAIR tokenizer: 16×64×64 -> 4×16×16 tokens, codebook 1024, embed 256."""
-        return cls(**overrides)
+        """MAGVIT's BAIR tokenizer: 16×64×64 -> 4×16×16 tokens, codebook 1024, embed 256
+        (causal: 17×64×64 -> 5×16×16)."""
+        return cls(**_causal_clip({}, overrides))
 
     @classmethod
     def cpu(cls, **overrides) -> "TokenizerConfig":
         """A laptop-sized tokenizer (same 4×16×16 token grid, ~10x fewer FLOPs than BAIR)."""
         kw = dict(base_channels=32, blocks_per_level=1, full_res_blocks=False, embed_dim=64, codebook_size=256)
-        return cls(**{**kw, **overrides})
+        return cls(**_causal_clip(kw, overrides))
 
     @classmethod
     def smoke(cls, **overrides) -> "TokenizerConfig":
@@ -102,7 +150,16 @@ class TokenizerConfig:
         kw = dict(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, temporal_down=(True,),
                   spatial_down=(True,), full_res_blocks=False, embed_dim=16, codebook_size=32, groups=4,
                   clip_frames=4)
-        return cls(**{**kw, **overrides})
+        return cls(**_causal_clip(kw, overrides))
+
+
+def _causal_clip(kw: dict, overrides: dict) -> dict:
+    """Preset kwargs; a causal preset without an explicit clip_frames gets one frame more
+    (16 -> 17: frame 0 alone, then 16 frames downsampled as before)."""
+    out = {**kw, **overrides}
+    if out.get("causal") and "clip_frames" not in overrides:
+        out["clip_frames"] = out.get("clip_frames", TokenizerConfig.clip_frames) + 1
+    return out
 
 
 def _positive_int(cfg, *names: str) -> None:
@@ -117,29 +174,82 @@ class TokenizerOutput(NamedTuple):
     codes: Tensor  # b t' h' w' (long)
     loss: Tensor  # recon_loss + quant_loss
     recon_loss: Tensor  # L1 + L2, both means over all elements
-    quant_loss: Tensor  # commitment loss (weighted); the codebook itself learns by EMA
+    # vq: commitment loss (weighted; the codebook itself learns by EMA). lfq: entropy aux loss
+    # (often negative) + commitment loss in training, commitment only in eval. fsq: 0.
+    quant_loss: Tensor
+    # detached parts of quant_loss and quantizer diagnostics, e.g. lfq's "per_sample_entropy",
+    # "codebook_entropy"; worth logging (e.g. {f"quant/{k}": v for k, v in out.quant_info.items()})
+    quant_info: dict[str, Tensor] | None = None
 
 
 # ---------------------------------------------------------------------------- layers
 
 
-def group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= `groups` that divides `channels`."""
+def group_norm(channels: int, groups: int, *, affine: bool = True, per_frame: bool = False) -> nn.GroupNorm:
+    """GroupNorm with the largest group count <= `groups` that divides `channels`;
+    per_frame: statistics per frame of a b c t h w tensor (causal)."""
     g = min(groups, channels)
     while channels % g:
         g -= 1
-    return nn.GroupNorm(g, channels, eps=1e-6)
+    return (FrameGroupNorm if per_frame else nn.GroupNorm)(g, channels, eps=1e-6, affine=affine)
+
+
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm whose statistics are taken per frame (time folded into the batch), so no
+    frame's normalisation sees another frame: what a causal encoder needs. Same parameters
+    (and state_dict keys) as nn.GroupNorm."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 5:
+            return super().forward(x)
+        y = super().forward(rearrange(x, "b c t h w -> (b t) c h w"))
+        return rearrange(y, "(b t) c h w -> b c t h w", b=x.shape[0])
+
+
+class CausalConv3d(nn.Conv3d):
+    """k×k×k conv that pads time only on the past side, with copies of the first frame (a still
+    image behaves like the first frame of a static clip). Same parameters as nn.Conv3d."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3):
+        super().__init__(in_ch, out_ch, kernel, padding=(0, kernel // 2, kernel // 2))
+        self.time_pad = kernel - 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.time_pad:
+            x = F.pad(x, (0, 0, 0, 0, self.time_pad, 0), mode="replicate")
+        return super().forward(x)
+
+
+def conv3(in_ch: int, out_ch: int, causal: bool = False) -> nn.Conv3d:
+    """The 3×3×3 'same' conv of the model: centred in time, or causal."""
+    return CausalConv3d(in_ch, out_ch, 3) if causal else nn.Conv3d(in_ch, out_ch, 3, padding=1)
+
+
+class CausalAvgPool3d(nn.Module):
+    """Average-pool by (ft, fs, fs), keeping frame 0 on its own in time: 1 + ft*k frames -> 1 + k."""
+
+    def __init__(self, factor: tuple[int, int, int]):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        ft, fs, _ = self.factor
+        first = F.avg_pool3d(x[:, :, :1], (1, fs, fs)) if fs > 1 else x[:, :, :1]
+        if x.shape[2] == 1:
+            return first
+        rest = F.avg_pool3d(x[:, :, 1:], self.factor)
+        return torch.cat([first, rest], dim=2)
 
 
 class ResBlock3D(nn.Module):
     """GroupNorm -> swish -> Conv3d 3×3×3, twice, plus a (1×1×1 projected) skip."""
 
-    def __init__(self, in_ch: int, out_ch: int, groups: int):
+    def __init__(self, in_ch: int, out_ch: int, groups: int, causal: bool = False):
         super().__init__()
-        self.norm1 = group_norm(in_ch, groups)
-        self.conv1 = nn.Conv3d(in_ch, out_ch, 3, padding=1)
-        self.norm2 = group_norm(out_ch, groups)
-        self.conv2 = nn.Conv3d(out_ch, out_ch, 3, padding=1)
+        self.norm1 = group_norm(in_ch, groups, per_frame=causal)
+        self.conv1 = conv3(in_ch, out_ch, causal)
+        self.norm2 = group_norm(out_ch, groups, per_frame=causal)
+        self.conv2 = conv3(out_ch, out_ch, causal)
         self.skip = nn.Conv3d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -149,21 +259,29 @@ class ResBlock3D(nn.Module):
 
 
 class Upsample3D(nn.Module):
-    """Nearest-neighbour upsampling by (ft, fs, fs), then a 3×3×3 conv (changes channels)."""
+    """Nearest-neighbour upsampling by (ft, fs, fs), then a 3×3×3 conv (changes channels).
+    causal: frame 0 is upsampled in space only (1 + k frames -> 1 + ft*k), and the conv is causal."""
 
-    def __init__(self, in_ch: int, out_ch: int, factor: tuple[int, int, int]):
+    def __init__(self, in_ch: int, out_ch: int, factor: tuple[int, int, int], causal: bool = False):
         super().__init__()
         self.factor = factor
-        self.conv = nn.Conv3d(in_ch, out_ch, 3, padding=1)
+        self.causal = causal
+        self.conv = conv3(in_ch, out_ch, causal)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.factor != (1, 1, 1):
+        if self.causal and self.factor[0] > 1:
+            first = F.interpolate(x[:, :, :1], scale_factor=(1, *self.factor[1:]), mode="nearest")
+            if x.shape[2] > 1:
+                rest = F.interpolate(x[:, :, 1:], scale_factor=self.factor, mode="nearest")
+                first = torch.cat([first, rest], dim=2)
+            x = first
+        elif self.factor != (1, 1, 1):
             x = F.interpolate(x, scale_factor=self.factor, mode="nearest")
         return self.conv(x)
 
 
-def _blocks(n: int, in_ch: int, out_ch: int, groups: int) -> nn.Sequential:
-    return nn.Sequential(*[ResBlock3D(in_ch if i == 0 else out_ch, out_ch, groups) for i in range(n)])
+def _blocks(n: int, in_ch: int, out_ch: int, groups: int, causal: bool = False) -> nn.Sequential:
+    return nn.Sequential(*[ResBlock3D(in_ch if i == 0 else out_ch, out_ch, groups, causal) for i in range(n)])
 
 
 def _down_factors(cfg: TokenizerConfig) -> list[tuple[int, int, int]]:
@@ -175,8 +293,8 @@ class Encoder3D(nn.Module):
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
-        chs, g = cfg.channels, cfg.groups
-        self.conv_in = nn.Conv3d(cfg.in_channels, chs[0], 3, padding=1)
+        chs, g, causal = cfg.channels, cfg.groups, cfg.causal
+        self.conv_in = conv3(cfg.in_channels, chs[0], causal)
         self.levels = nn.ModuleList()
         self.downs = nn.ModuleList()
         prev = chs[0]
@@ -185,13 +303,18 @@ class Encoder3D(nn.Module):
             if n == 0 and prev != ch:  # keep the channel change even without blocks
                 self.levels.append(nn.Conv3d(prev, ch, 1))
             else:
-                self.levels.append(_blocks(n, prev, ch, g))
+                self.levels.append(_blocks(n, prev, ch, g, causal))
             prev = ch
             if i < len(chs) - 1:
                 f = _down_factors(cfg)[i]
-                self.downs.append(nn.AvgPool3d(f, stride=f) if f != (1, 1, 1) else nn.Identity())
-        self.mid = _blocks(cfg.blocks_per_level, prev, prev, g)
-        self.norm_out = group_norm(prev, g)
+                if f == (1, 1, 1):
+                    self.downs.append(nn.Identity())
+                elif causal and f[0] > 1:
+                    self.downs.append(CausalAvgPool3d(f))
+                else:
+                    self.downs.append(nn.AvgPool3d(f, stride=f))
+        self.mid = _blocks(cfg.blocks_per_level, prev, prev, g, causal)
+        self.norm_out = group_norm(prev, g, per_frame=causal)
         self.pre_quant = nn.Conv3d(prev, cfg.embed_dim, 1)
 
     def forward(self, x: Tensor, *, intermediates: bool = False) -> Tensor | list[Tensor]:
@@ -214,19 +337,19 @@ class Decoder3D(nn.Module):
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
-        chs, g = cfg.channels, cfg.groups
+        chs, g, causal = cfg.channels, cfg.groups, cfg.causal
         factors = _down_factors(cfg)
-        self.conv_in = nn.Conv3d(cfg.embed_dim, chs[-1], 3, padding=1)
-        self.mid = _blocks(cfg.blocks_per_level, chs[-1], chs[-1], g)
+        self.conv_in = conv3(cfg.embed_dim, chs[-1], causal)
+        self.mid = _blocks(cfg.blocks_per_level, chs[-1], chs[-1], g, causal)
         self.levels = nn.ModuleList()
         self.ups = nn.ModuleList()
         for i in reversed(range(len(chs))):
             n = 0 if (i == 0 and not cfg.full_res_blocks) else cfg.blocks_per_level
-            self.levels.append(_blocks(n, chs[i], chs[i], g))
+            self.levels.append(_blocks(n, chs[i], chs[i], g, causal))
             if i > 0:
-                self.ups.append(Upsample3D(chs[i], chs[i - 1], factors[i - 1]))
-        self.norm_out = group_norm(chs[0], g)
-        self.conv_out = nn.Conv3d(chs[0], cfg.in_channels, 3, padding=1)
+                self.ups.append(Upsample3D(chs[i], chs[i - 1], factors[i - 1], causal))
+        self.norm_out = group_norm(chs[0], g, per_frame=causal)
+        self.conv_out = conv3(chs[0], cfg.in_channels, causal)
 
     def forward(self, z: Tensor) -> Tensor:
         x = self.mid(self.conv_in(z))
@@ -241,7 +364,7 @@ class Decoder3D(nn.Module):
 
 
 class VQVAE3D(nn.Module):
-    """3D VQ-VAE: encoder -> pre-quant conv -> EMA vector quantizer -> post-quant conv -> decoder."""
+    """3D VQ-VAE: encoder -> pre-quant conv -> quantizer (vq / lfq / fsq) -> post-quant conv -> decoder."""
 
     def __init__(self, *, cfg: TokenizerConfig):
         super().__init__()
@@ -269,8 +392,14 @@ class VQVAE3D(nn.Module):
     # -- shapes
 
     def latent_shape(self, t: int, h: int, w: int) -> tuple[int, int, int]:
-        """(t', h', w') of the token grid for a t×h×w clip; raises if not divisible."""
+        """(t', h', w') of the token grid for a t×h×w clip; raises if not divisible.
+        Causal: t = 1 + k * temporal_factor frames -> 1 + k latent frames."""
         tf, sf = self.cfg.temporal_factor, self.cfg.spatial_factor
+        if self.cfg.causal:
+            if t < 1 or (t - 1) % tf or h % sf or w % sf:
+                raise ValueError(f"causal tokenizer: clip {t}×{h}×{w} must have 1 + k*{tf} frames and sides "
+                                 f"divisible by {sf}")
+            return 1 + (t - 1) // tf, h // sf, w // sf
         if t % tf or h % sf or w % sf:
             raise ValueError(f"clip {t}×{h}×{w} not divisible by the downsampling factors ({tf}, {sf}, {sf})")
         return t // tf, h // sf, w // sf
@@ -288,7 +417,12 @@ class VQVAE3D(nn.Module):
         return self.encoder(self._format(video))
 
     def quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """z: b d t h w -> (z_q b d t h w, codes b t h w, commitment loss)."""
+        """z: b d t h w -> (z_q b d t h w, codes b t h w long, aux loss); see TokenizerOutput.quant_loss."""
+        return self._quantize(z)[:3]
+
+    def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        if self.cfg.quantizer != "vq":
+            return self.quantizer(z)
         b, d, t, h, w = z.shape
         flat = rearrange(z, "b d t h w -> b (t h w) d")
         zq, codes, loss = self.quantizer(flat)
@@ -297,7 +431,7 @@ class VQVAE3D(nn.Module):
             loss = self.cfg.commitment_weight * F.mse_loss(zq.detach(), flat)
         zq = rearrange(zq, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
         codes = rearrange(codes, "b (t h w) -> b t h w", t=t, h=h, w=w)
-        return zq, codes, loss
+        return zq, codes.long(), loss, {"commitment": loss.detach()}
 
     def encode(self, video: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """video b c t h w -> (z_q b d t' h' w', codes b t' h' w' long, aux (commitment) loss)."""
@@ -307,7 +441,9 @@ class VQVAE3D(nn.Module):
         return self.decoder(self.post_quant(z_q))
 
     def codes_to_latent(self, codes: Tensor) -> Tensor:
-        """codes b t h w (long) -> z_q b d t h w, via the codebook."""
+        """codes b t h w (long) -> z_q b d t h w, via the codebook (or the implicit lfq / fsq grid)."""
+        if self.cfg.quantizer != "vq":
+            return self.quantizer.codes_to_latent(codes)
         zq = self.quantizer.get_output_from_indices(codes)  # b t h w d
         return rearrange(zq, "b t h w d -> b d t h w")
 
@@ -315,17 +451,18 @@ class VQVAE3D(nn.Module):
         return self.decode(self.codes_to_latent(codes))
 
     def forward(self, video: Tensor) -> TokenizerOutput:
-        zq, codes, quant_loss = self.encode(video)
+        zq, codes, quant_loss, info = self._quantize(self.encode_continuous(video))
         recon = self.decode(zq)
         recon_loss = F.l1_loss(recon, video) + F.mse_loss(recon, video)
-        return TokenizerOutput(recon, codes, recon_loss + quant_loss, recon_loss, quant_loss)
+        return TokenizerOutput(recon, codes, recon_loss + quant_loss, recon_loss, quant_loss, info)
 
     # -- still-image path (timm-style API used by heads and probes)
 
     def _image_to_clip(self, images: Tensor, clip_frames: int | None) -> Tensor:
         if images.ndim != 4:
             raise ValueError(f"expected images b c h w, got {tuple(images.shape)}")
-        t = clip_frames or self.cfg.clip_frames
+        # causal: the first latent frame sees frame 0 only, so the image is encoded alone (t = 1)
+        t = clip_frames or (1 if self.cfg.causal else self.cfg.clip_frames)
         return repeat(images, "b c h w -> b c t h w", t=t)
 
     def forward_intermediates(self, images: Tensor, *, clip_frames: int | None = None) -> list[Tensor]:
@@ -336,12 +473,15 @@ class VQVAE3D(nn.Module):
         return [f[:, :, 0] for f in self.encoder(self._format(clip), intermediates=True)]
 
     def forward_features(self, images: Tensor, *, clip_frames: int | None = None) -> Tensor:
-        """images b c h w -> first latent frame of the repeated clip, b embed_dim h' w' (continuous)."""
+        """images b c h w -> first latent frame of the repeated clip (causal: of the image alone),
+        b embed_dim h' w' (continuous, before quantization)."""
         return self.encode_continuous(self._image_to_clip(images, clip_frames))[:, :, 0]
 
     @property
     def ema_cluster_size(self) -> Tensor:
-        """The quantizer's EMA count per code (codebook_size,); dead-code restart acts below 2."""
+        """The quantizer's EMA count per code (codebook_size,); dead-code restart acts below 2 (vq only)."""
+        if self.cfg.quantizer != "vq":
+            raise AttributeError(f"ema_cluster_size: quantizer {self.cfg.quantizer!r} has no EMA codebook")
         return self.quantizer._codebook.cluster_size[0]
 
 
@@ -359,8 +499,156 @@ def _build_quantizer(cfg: TokenizerConfig) -> nn.Module:
             # straight-through estimator, so set it explicitly.
             rotation_trick=False,
             accept_image_fmap=False,
+            # sync_codebook is left to the library: it syncs the EMA codebook across ranks when
+            # the model is built after torch.distributed.init_process_group (vpe_lib.train.distributed).
         )
+    if cfg.quantizer == "lfq":
+        return LookupFreeQuantizer(cfg)
+    if cfg.quantizer == "fsq":
+        return FiniteScalarQuantizer(cfg)
     raise ValueError(f"quantizer {cfg.quantizer!r} not implemented")
+
+
+class _ScalarQuantizer(nn.Module):
+    """Shared shell of lfq / fsq: 1×1×1 conv embed_dim -> q channels -> [norm] -> quantize each
+    channel -> 1×1×1 conv back to embed_dim. Returns what VQVAE3D._quantize returns."""
+
+    def __init__(self, cfg: TokenizerConfig, q_dim: int, norm: nn.Module):
+        super().__init__()
+        self.cfg = cfg
+        self.q_dim = q_dim
+        self.project_in = nn.Conv3d(cfg.embed_dim, q_dim, 1)
+        self.norm = norm
+        self.project_out = nn.Conv3d(q_dim, cfg.embed_dim, 1)
+
+    def _grid(self, z: Tensor) -> tuple[Tensor, dict]:
+        """b d t h w -> (normalised projection as b (t h w) q, shape kwargs to undo it)."""
+        x = self.norm(self.project_in(z))
+        _, _, t, h, w = x.shape
+        return rearrange(x, "b q t h w -> b (t h w) q"), dict(t=t, h=h, w=w)
+
+    def _out(self, q: Tensor, codes: Tensor, shape: dict) -> tuple[Tensor, Tensor]:
+        q = rearrange(q, "b (t h w) q -> b q t h w", **shape)
+        codes = rearrange(codes.long(), "b (t h w) -> b t h w", **shape)
+        return self.project_out(q), codes
+
+    def _bits(self, codes: Tensor) -> Tensor:  # b n -> b n q
+        raise NotImplementedError
+
+    def codes_to_latent(self, codes: Tensor) -> Tensor:
+        """codes b t h w -> z_q b embed_dim t h w."""
+        b, t, h, w = codes.shape
+        q = self._bits(rearrange(codes.long(), "b t h w -> b (t h w)"))
+        return self.project_out(rearrange(q, "b (t h w) q -> b q t h w", t=t, h=h, w=w))
+
+
+class LookupFreeQuantizer(_ScalarQuantizer):
+    """LFQ on log2(codebook_size) channels behind a non-affine GroupNorm (see the module docstring).
+
+    The library's LFQ quantizes (sign, straight-through, bit indices); the entropy and commitment
+    losses are computed here with the library's formula, because its multi-process path is wrong
+    in vector-quantize-pytorch 1.32: ``maybe_distributed_mean`` drops the result of
+    ``torch.distributed.nn.all_reduce`` (which returns a new tensor), so under DDP each rank would
+    use its local code distribution divided by the world size. Here the distribution is averaged
+    over ranks with gradients flowing back, so W ranks train exactly as one process with the
+    global batch (tests/test_distributed.py). The library still computes its own, zero-weighted
+    entropy (one more tokens × codebook_size softmax, and under DDP one small wasted all_reduce):
+    negligible next to the encoder's convolutions.
+    """
+
+    inv_temperature = 100.0  # the library's default: softmax over -distance * 100
+
+    def __init__(self, cfg: TokenizerConfig):
+        bits = int(math.log2(cfg.codebook_size))
+        super().__init__(cfg, bits, group_norm(bits, cfg.groups, affine=False, per_frame=cfg.causal))
+        self.lfq = LFQ(
+            dim=bits,
+            codebook_size=cfg.codebook_size,
+            entropy_loss_weight=0.0,  # computed in forward (see the class docstring)
+            commitment_loss_weight=0.0,
+            has_projections=False,  # we project with 1×1×1 convs around the norm ourselves
+            num_codebooks=1,
+            # spell out the options that change the quantizer (there is no rotation_trick here):
+            spherical=False,
+            orthogonal_rotation=False,
+            experimental_softplus_entropy_loss=False,
+            frac_per_sample_entropy=1.0,
+            channel_first=False,
+        )
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        x, shape = self._grid(z)
+        q, codes, _ = self.lfq(x)  # q: ±1 (straight-through in training), codes: b n
+        commitment = self.cfg.commitment_weight * F.mse_loss(x, q.detach())
+        info = {"commitment": commitment.detach()}
+        loss = commitment  # eval: the entropy is a batch statistic of training, as in the library
+        if self.training:
+            per_sample, codebook = self.entropies(x)
+            entropy_aux = self.cfg.entropy_loss_weight * (per_sample - self.cfg.diversity_gamma * codebook)
+            loss = loss + entropy_aux
+            info.update(per_sample_entropy=per_sample.detach(), codebook_entropy=codebook.detach(),
+                        entropy_aux=entropy_aux.detach())
+        zq, codes = self._out(q, codes, shape)
+        return zq, codes, loss, info
+
+    def entropies(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x: b n bits (pre-quantization) -> (mean per-token entropy of the soft code assignment,
+        entropy of the code distribution averaged over the batch, over all ranks if distributed)."""
+        x = rearrange(x.float(), "b n d -> (b n) d")
+        logits = 2 * self.inv_temperature * x @ self.lfq.codebook.float().t()  # = -distance * inv_temp
+        prob = logits.softmax(dim=-1)
+        per_sample = _entropy(prob).mean()
+        avg_prob = _mean_over_ranks(prob.mean(dim=0))
+        return per_sample, _entropy(avg_prob)
+
+    def _bits(self, codes: Tensor) -> Tensor:
+        return self.lfq.indices_to_codes(codes, project_out=False)
+
+
+def _entropy(prob: Tensor) -> Tensor:
+    return (-prob * prob.clamp(min=1e-5).log()).sum(dim=-1)  # the library's eps
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over ranks: the gradient of each rank's input is the sum of the
+    gradients of every rank's output."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        t = t.clone()
+        torch.distributed.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
+def _mean_over_ranks(t: Tensor) -> Tensor:
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    return _AllReduceSum.apply(t) / dist.get_world_size()
+
+
+class FiniteScalarQuantizer(_ScalarQuantizer):
+    """FSQ on len(fsq_levels) channels (tanh-bounded, rounded); no aux loss."""
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__(cfg, len(cfg.fsq_levels), nn.Identity())
+        self.fsq = FSQ(levels=list(cfg.fsq_levels), dim=len(cfg.fsq_levels), orthogonal_rotation=False,
+                       preserve_symmetry=False, noise_dropout=0.0, channel_first=False)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        x, shape = self._grid(z)
+        q, codes = self.fsq(x)
+        zq, codes = self._out(q, codes, shape)
+        return zq, codes, z.new_zeros(()), {}
+
+    def _bits(self, codes: Tensor) -> Tensor:
+        return self.fsq.indices_to_codes(codes)
 
 
 # ---------------------------------------------------------------------------- diagnostics
@@ -399,5 +687,9 @@ __all__ = [
     "codebook_stats",
     "count_params",
     "group_norm",
+    "CausalConv3d",
+    "FrameGroupNorm",
+    "FiniteScalarQuantizer",
+    "LookupFreeQuantizer",
     "ResBlock3D",
 ]

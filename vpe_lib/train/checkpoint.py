@@ -86,7 +86,13 @@ def capture_rng_state() -> dict:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        if _world_size() > 1:
+            # Under DDP each process owns one GPU; reading every device's state would open a CUDA
+            # context on every GPU from every process. Ranks share one seed, so this one state
+            # is restored on every rank's own device.
+            state["cuda_current"] = torch.cuda.get_rng_state()
+        else:
+            state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
@@ -96,8 +102,22 @@ def restore_rng_state(state: dict) -> None:
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if not torch.cuda.is_available():
+        return
+    if "cuda_current" in state:
+        torch.cuda.set_rng_state(state["cuda_current"])
+    elif "cuda" in state:
+        if _world_size() > 1:  # a single-process checkpoint resumed under DDP: this rank's device only
+            idx = torch.cuda.current_device()
+            if idx < len(state["cuda"]):
+                torch.cuda.set_rng_state(state["cuda"][idx])
+        else:
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _to_tuple(x):

@@ -18,8 +18,42 @@ Artifacts in ``out_dir``: ``checkpoint.pt`` (everything needed to resume, writte
 object per log step and per evaluation) and ``train_config.json``. If ``checkpoint.pt``
 exists the run resumes from it and reproduces the uninterrupted run bit-exactly on CPU.
 
-Distributed training is not implemented yet; the places it will touch are marked
-(``is_main_process``, ``unwrap_model``, the ``no_sync`` note in the accumulation loop).
+Distributed data parallel (``torchrun``; see ``vpe_lib.train.distributed``). When a process
+group of more than one rank is up, ``train`` wraps the model in ``DistributedDataParallel``
+(on NCCL a CPU model is first moved to the rank's GPU) and:
+
+* ``batches(i)`` still returns the i-th *global* micro-batch, identical on every rank (it is a
+  pure function of ``i``); rank ``r`` of ``W`` keeps the contiguous slice
+  ``[r*n/W, (r+1)*n/W)`` along dim 0 of every tensor in it (``shard_batch``; ``n`` must be a
+  multiple of ``W``). DDP averages gradients over ranks and the loss is a batch mean, so W
+  processes with global batch B compute the gradients of 1 process with batch B, and a run can
+  resume on a different number of ranks and still see the same data. Each rank calls
+  ``batches(i)`` in full and drops the rest: cheap for in-memory / store-backed batches.
+* ``step_fn`` receives the DDP wrapper: call it (``model(x)``) so gradients are synchronised;
+  reach attributes through ``unwrap_model(model)``. Gradient-accumulation micro-steps other
+  than the last run under ``no_sync()``.
+* Every rank seeds identically and restores the same RNG state on resume: data order never
+  comes from the RNG, but dropout then draws the same mask pattern on every rank's shard
+  (correlated across ranks, unlike one process with the global batch) — harmless for training,
+  but runs with dropout are not bit-identical to a single process. Models with an EMA
+  ``VectorQuantize`` codebook must be built after ``init_distributed()`` so the library syncs
+  the codebook statistics over ranks (a warning says so otherwise).
+* Logged values are means over ranks (= the global-batch values); ``items_per_s`` counts global
+  items. A non-finite loss on any rank stops / skips the update on all ranks.
+* Rank 0 alone writes ``checkpoint.pt``, ``final.pt``, ``metrics.jsonl``, ``train_config.json``
+  and shows the progress bar; the others wait at a barrier after each write. Every rank loads
+  ``checkpoint.pt`` on resume (``out_dir`` must be on a filesystem all ranks see). ``eval_fn``
+  runs on every rank on the unwrapped (or EMA) model; rank 0's results are logged.
+
+A stage under torchrun::
+
+    info = init_distributed()            # rank 0 of 1 without torchrun: the same code runs anywhere
+    torch.manual_seed(seed)
+    model = VQVAE3D(cfg=tok_cfg).to(info.device)
+    result = train(model, step_fn, batches, train_cfg, out_dir)   # batches(i): global batch i
+    cleanup()
+
+launched with ``torchrun --standalone --nproc_per_node=N my_stage_script.py``.
 """
 
 from __future__ import annotations
@@ -47,6 +81,17 @@ from .checkpoint import (
     preserved_rng,
     restore_rng_state,
     seed_everything,
+)
+from .distributed import (
+    all_gather_object,
+    all_reduce_mean,
+    any_rank,
+    barrier,
+    get_rank,
+    get_world_size,
+    is_distributed,
+    is_main_process,
+    shard_batch,
 )
 
 log = logging.getLogger(__name__)
@@ -121,15 +166,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------- distributed hooks
-
-
-def is_distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def is_main_process() -> bool:
-    """Rank 0 (or no process group): the only process that logs, shows progress and writes files."""
-    return not is_distributed() or torch.distributed.get_rank() == 0
+# is_distributed / is_main_process live in .distributed (re-exported here).
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -231,20 +268,31 @@ def _autocast(amp: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def _warn_unsynced_codebooks(model: nn.Module) -> None:
+    """VectorQuantize decides at construction whether to all-reduce its EMA codebook statistics
+    (only if a process group is already up); built before, each rank would update its own
+    codebook and DDP's buffer broadcast would keep rank 0's, fed by rank 0's shard alone."""
+    if any(getattr(m, "use_ddp", True) is False and hasattr(m, "all_reduce_fn") for m in model.modules()):
+        warnings.warn("the model's VectorQuantize codebook was built before the process group was "
+                      "initialised, so its EMA statistics are not synced across ranks; build the model "
+                      "after vpe_lib.train.distributed.init_distributed()", stacklevel=3)
+
+
 def _model_device(model: nn.Module) -> torch.device:
     for t in model.parameters():
         return t.device
     return torch.device("cpu")
 
 
-def _read_metrics(path: Path, upto_step: int) -> list[dict]:
+def _read_metrics(path: Path, upto_step: int, *, rewrite: bool = True) -> list[dict]:
     """Records of an earlier run up to `upto_step`; later ones (logged after the checkpoint
-    we resume from) would be repeated by this run, so the file is rewritten without them."""
+    we resume from) would be repeated by this run, so the file is rewritten without them
+    (by rank 0 only: `rewrite`)."""
     if not path.exists():
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     kept = [r for r in records if r.get("step", 0) <= upto_step]
-    if len(kept) != len(records):
+    if rewrite and len(kept) != len(records):
         atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), path)
     return kept
 
@@ -293,21 +341,31 @@ def train(
     EMA is on, in eval mode, with the training RNG streams preserved; logged as "eval/<key>".
     """
     out_dir = Path(out_dir)
-    main = is_main_process()
+    rank, world = get_rank(), get_world_size()
+    main = rank == 0
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, final_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "final.pt", out_dir / "metrics.jsonl"
 
     raw = unwrap_model(model)
     device = _model_device(raw)
+    if world > 1 and torch.distributed.get_backend() == "nccl" and device.type != "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())  # NCCL needs the model on this rank's GPU
+        raw.to(device)
     trainable = [p for p in raw.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     ema = ModelEMA(raw, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     step, elapsed_before, skipped, last_ckpt = 0, 0.0, 0, None
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
+    resume = ckpt_path.exists()
+    if world > 1:
+        seen = all_gather_object(resume)
+        if any(seen) != all(seen):
+            raise RuntimeError(f"{ckpt_path} exists on ranks {[r for r, s in enumerate(seen) if s]} but not on the "
+                               f"others: out_dir must be on a filesystem every rank shares")
+    if resume:
+        state = load_checkpoint(ckpt_path)  # on every rank
         raw.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -321,12 +379,12 @@ def train(
         changed = {k: (v, getattr(cfg, k)) for k, v in state["cfg"].items()
                    if k not in ("steps", "progress", "log_every", "eval_every", "ckpt_every")
                    and hasattr(cfg, k) and _norm(v) != _norm(getattr(cfg, k))}
-        if changed:
+        if changed and main:
             warnings.warn(f"resuming {ckpt_path} with a changed config (saved, now): {changed}", stacklevel=2)
         _say(f"{desc}: resuming from step {step} ({ckpt_path})", cfg.progress and main)
     else:
         seed_everything(cfg.seed)
-    history = _read_metrics(metrics_path, step) if main else []
+    history = _read_metrics(metrics_path, step, rewrite=main)
     if main:
         atomic_write_text(json.dumps(asdict(cfg), indent=2) + "\n", out_dir / "train_config.json")
 
@@ -343,7 +401,10 @@ def train(
                 "cfg": asdict(cfg),
                 "elapsed_s": elapsed_before + time.perf_counter() - t_start,
                 "skipped": skipped,
+                "world_size": world,  # informational: batches are global, resume works on any world size
             }, ckpt_path)
+        if world > 1:
+            barrier()  # nobody reads or races past a half-written checkpoint
         last_ckpt = step
 
     def emit(record: dict) -> None:
@@ -365,7 +426,18 @@ def train(
 
     end_step = cfg.steps if max_steps_this_run is None else min(cfg.steps, step + max_steps_this_run)
     snapshot_buffers = cfg.nonfinite == "skip"
+    ddp = None
+    if world > 1:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            ddp = model
+        else:
+            if main:
+                _warn_unsynced_codebooks(raw)
+            ddp = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+    fwd_model = ddp if ddp is not None else model  # what step_fn gets
     model.train()
+    fwd_model.train()
     pbar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not (cfg.progress and main), dynamic_ncols=True)
     t_start = time.perf_counter()
     start_step, items_run = step, 0
@@ -379,20 +451,26 @@ def train(
             sums: dict[str, float] = {}
             items, bad = 0, None
             for j in range(cfg.grad_accum):
-                batch = to_device(batches(step * cfg.grad_accum + j), device)
+                batch = batches(step * cfg.grad_accum + j)  # the global micro-batch
                 items += batch_items(batch)
-                # DDP: wrap all but the last micro-batch in model.no_sync().
-                with _autocast(cfg.amp, device):
-                    loss, metrics = step_fn(model, batch)
-                values = {k: _float(v) for k, v in metrics.items()}
-                values["loss"] = _float(loss)
-                if not math.isfinite(values["loss"]):
-                    bad = values
-                    break
-                (loss / cfg.grad_accum).backward()
+                batch = to_device(shard_batch(batch, rank, world), device)
+                # DDP: all but the last micro-batch accumulate locally, without the gradient all-reduce.
+                sync = ddp is None or j == cfg.grad_accum - 1
+                with contextlib.nullcontext() if sync else ddp.no_sync():
+                    with _autocast(cfg.amp, device):
+                        loss, metrics = step_fn(fwd_model, batch)
+                    values = {k: _float(v) for k, v in metrics.items()}
+                    values["loss"] = _float(loss)
+                    nonfinite = not math.isfinite(values["loss"])
+                    # every rank must take the same branch, or DDP's gradient all-reduce would hang
+                    if any_rank(nonfinite):
+                        bad = values if nonfinite else {**values, "nonfinite_on_another_rank": 1.0}
+                        break
+                    (loss / cfg.grad_accum).backward()
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
             if bad is None:
+                # after DDP's all-reduce the gradients (hence the norm) are the same on every rank
                 max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm)) if trainable else 0.0
                 if not math.isfinite(grad_norm):
@@ -423,7 +501,7 @@ def train(
 
             if step % cfg.log_every == 0 or step == end_step:
                 now = time.perf_counter()
-                means = window.means()
+                means = all_reduce_mean(window.means())  # over ranks: the global-batch values
                 emit({
                     "step": step,
                     "lr": lr,
@@ -451,6 +529,8 @@ def train(
         has_final_eval = any(r.get("step") == step and any(k.startswith("eval/") for k in r) for r in history)
         if eval_fn is not None and not has_final_eval:
             run_eval()
+    if world > 1:
+        barrier()  # final.pt and the last metrics are on disk before any rank moves on
     return TrainResult(
         model=model,
         step=step,
@@ -478,6 +558,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "ModelEMA",
+    "is_distributed",
     "is_main_process",
     "lr_lambda",
     "train",
