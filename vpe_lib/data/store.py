@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from vpe_lib.atomic import atomic_open, atomic_write_text
 from vpe_lib.data.errors import DataError
 from vpe_lib.data.pushworld import PushWorldConfig, generate_video
 
@@ -53,12 +53,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_shard(args: tuple[Path, dict, int, list[int]]) -> dict:
     """Generate one shard in a worker process; meta.json is written last (the completion marker)."""
     shard_dir, world_dict, base_seed, video_ids = args
@@ -71,12 +65,11 @@ def _write_shard(args: tuple[Path, dict, int, list[int]]) -> dict:
     for key in ARRAY_KEYS:
         arr = np.stack([v[key] for v in videos])
         path = shard_dir / f"{key}.npy"
-        tmp = shard_dir / f"{key}.tmp.npy"
-        np.save(tmp, arr)
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as f:
+            np.save(f, arr)
         files[key] = {"shape": list(arr.shape), "dtype": str(arr.dtype), "bytes": path.stat().st_size, "sha256": _sha256(path)}
     meta = {"video_ids": list(video_ids), "files": files, "generate_s": gen_s}
-    _atomic_write_text(shard_dir / "meta.json", json.dumps(meta, indent=1))
+    atomic_write_text(json.dumps(meta, indent=1), shard_dir / "meta.json")
     return meta
 
 
@@ -155,7 +148,7 @@ def build_dataset(
             checksums[rel] = json.loads((root / rel / "meta.json").read_text())["files"]
     manifest = {"spec": spec, "shards": shards, "counts": {"train": n_train, "test": n_test},
                 "frames_per_video": frames_per_video, "files": checksums}
-    _atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
+    atomic_write_text(json.dumps(manifest, indent=1), manifest_path)
     return BuildReport(root, n_train + n_test, (n_train + n_test) * frames_per_video,
                        len(jobs), reused, wall, gen_cpu)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from vpe_lib.atomic import atomic_write_text
 from vpe_lib.config import RunConfig, get_config, save_config
 
 # stage name -> the notebook that writes it (named in errors so the user knows what to run)
@@ -63,10 +63,7 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: Path, data: dict) -> Path:
     """Atomic JSON write (temp file + rename): a killed run never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({k: _jsonable(v) for k, v in data.items()}, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(json.dumps({k: _jsonable(v) for k, v in data.items()}, indent=2, sort_keys=True) + "\n", path)
 
 
 def write_metrics(out_dir: Path, metrics: dict[str, float]) -> Path:
