@@ -59,3 +59,18 @@ def test_cli_config_and_error(capsys):
     assert json.loads(capsys.readouterr().out)["seg"]["train"]["steps"] == 5
     assert main(["config", "--profile", "nope"]) == 2
     assert "valid profiles" in capsys.readouterr().err
+
+
+def test_interdependent_overrides_are_checked_together():
+    cfg = get_config("smoke", {"pretrain.tokenizer.quantizer": "fsq", "pretrain.tokenizer.codebook_size": 1000,
+                               "pretrain.tokenizer.fsq_levels": [8, 5, 5, 5]})
+    assert cfg.pretrain.tokenizer.quantizer == "fsq" and cfg.pretrain.tokenizer.fsq_levels == (8, 5, 5, 5)
+    with pytest.raises(ConfigError, match="pretrain.tokenizer.*codebook_size"):
+        get_config("smoke", {"pretrain.tokenizer.quantizer": "fsq"})
+
+
+def test_section_override_with_a_dict():
+    cfg = get_config("smoke", {"data.world": {"height": 48, "width": 48}})
+    assert (cfg.data.world.height, cfg.data.world.width, cfg.data.world.n_frames) == (48, 48, 8)
+    with pytest.raises(ConfigError, match="hieght"):
+        get_config("smoke", {"data.world": {"hieght": 48}})

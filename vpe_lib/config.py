@@ -214,32 +214,31 @@ def get_config(profile: str = "cpu", overrides: dict[str, Any] | None = None) ->
     """The named profile with dotted-key overrides applied, e.g. {"seg.train.steps": 50}."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
-    cfg = PROFILES[profile]()
+    # Overrides go into the profile's plain-dict form and the config is built once at
+    # the end, so fields that must agree (e.g. quantizer and codebook_size) can be
+    # changed together, and every check runs on the final combination.
+    data = config_to_dict(PROFILES[profile]())
     for key, value in (overrides or {}).items():
-        cfg = _override(cfg, key.split("."), value, key)
-    return cfg
+        _set_dotted(data, RunConfig, key.split("."), value, key)
+    return _from_dict(RunConfig, data)
 
 
-def _override(obj: Any, path: list[str], value: Any, full_key: str) -> Any:
-    names = [f.name for f in dataclasses.fields(obj)]
+def _set_dotted(data: dict[str, Any], cls: type, path: list[str], value: Any, full_key: str) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
     head = path[0]
     if head not in names:
         raise ConfigError(
-            f"unknown config key {full_key!r}: {type(obj).__name__} has no field {head!r}; valid: {', '.join(names)}"
+            f"unknown config key {full_key!r}: {cls.__name__} has no field {head!r}; valid: {', '.join(names)}"
         )
-    current = getattr(obj, head)
+    tp = _field_type(cls, head)
     if len(path) > 1:
-        if not dataclasses.is_dataclass(current):
+        if not dataclasses.is_dataclass(tp):
             raise ConfigError(f"config key {full_key!r}: {head!r} is a value, not a section")
-        new = _override(current, path[1:], value, full_key)
-    elif dataclasses.is_dataclass(current) and isinstance(value, dict):
-        new = _from_dict(type(current), {**dataclasses.asdict(current), **value}, full_key)
+        _set_dotted(data[head], tp, path[1:], value, full_key)
+    elif dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        data[head] = {**data[head], **value}
     else:
-        new = _coerce(value, _field_type(type(obj), head), full_key)
-    try:
-        return dataclasses.replace(obj, **{head: new})
-    except ValueError as err:  # a dataclass' own validation (__post_init__)
-        raise ConfigError(f"config key {full_key!r} = {value!r}: {err}") from err
+        data[head] = value
 
 
 def _field_type(cls: type, name: str) -> Any:
