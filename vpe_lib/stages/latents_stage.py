@@ -54,7 +54,7 @@ def embed_2d(features: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     if method == "umap":
         import umap  # imported lazily: numba JIT costs ~1 minute per process
 
-        return umap.UMAP(n_components=2, random_state=seed, n_neighbors=15, min_dist=0.1).fit_transform(features)
+        return umap.UMAP(n_components=2, random_state=seed, n_neighbors=15, min_dist=0.1, n_jobs=1).fit_transform(features)
     raise ValueError(f"unknown analysis.embedding {method!r}; valid: umap, pca")
 
 
