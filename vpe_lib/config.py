@@ -144,10 +144,10 @@ def _cpu() -> RunConfig:
                 spatial_down=(True, True),
                 full_res_blocks=False,
                 embed_dim=64,
-                codebook_size=256,
+                codebook_size=1024,
                 clip_frames=4,
             ),
-            train=TrainConfig(steps=600, batch_size=8, lr=2e-3, warmup_steps=50, log_every=20, eval_every=100, ckpt_every=100),
+            train=TrainConfig(steps=600, batch_size=8, lr=1e-3, warmup_steps=50, log_every=20, eval_every=100, ckpt_every=100),
             n_eval_clips=64,
         ),
         seg=SegConfig(

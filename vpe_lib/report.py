@@ -165,6 +165,21 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return html.escape(str(v))
 
 
+def _verdict(m: dict[str, Any]) -> str:
+    """One sentence answering the question at this profile, computed from the metrics."""
+    tok = next((k for k in m if k.startswith("seg/fg_iou/tokenizer/")), None)
+    if tok is None or m.get("seg/fg_iou/unet") is None or m.get(tok) is None:
+        return "The segmentation stage has not produced results in this run."
+    a, b = m[tok], m["seg/fg_iou/unet"]
+    std = max(m.get(tok.replace("fg_iou", "fg_iou_std")) or 0.0, m.get("seg/fg_iou_std/unet") or 0.0)
+    if abs(a - b) <= 2 * std:
+        outcome = "is within two standard deviations of"
+    else:
+        outcome = "beats" if a > b else "falls behind"
+    return (f"At this profile, a head on the frozen pretrained video tokenizer ({tok.removeprefix('seg/fg_iou/')}: "
+            f"foreground IoU {a:.3f}) {outcome} a UNet trained from scratch on the same labelled frames ({b:.3f}).")
+
+
 def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
     m, prov = summary["metrics"], summary["provenance"]
     seg = segmentation_rows(m)
@@ -174,12 +189,13 @@ def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
         for r in seg
     )
     headline = [
-        ("PushWorld generation (frames/s, one core)", m.get("data/frames_per_s"), 0),
+        ("PushWorld generation (frames/s, one process)", m.get("data/frames_per_s"), 0),
         ("Tokenizer PSNR on held-out clips (dB)", m.get("tokenizer/psnr_db"), 2),
         ("Tokenizer codebook utilisation", m.get("tokenizer/codebook_utilisation"), 3),
         ("UNet − colour baseline (fg IoU)", m.get("results/unet_minus_colour_baseline"), 3),
         ("Frozen tokenizer head − UNet (fg IoU)", m.get("results/tokenizer_minus_unet"), 3),
     ]
+    verdict = _verdict(m)
     head_html = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v, d)}</td></tr>" for k, v, d in headline)
     links = "".join(f'<li><a href="{href}">{html.escape(name)}</a> '
                     f"({summary['wall_time_s'].get(name, 0):.0f} s)</li>" for name, href in pages)
@@ -196,6 +212,7 @@ th{{background:#f3f3f3}}.err{{color:#a00}}code{{background:#f3f3f3;padding:0 .2e
 · {html.escape(str(hw['cpu_count']))} CPU cores{', GPU ' + html.escape(hw['gpu']) if hw['gpu'] else ', no GPU'}
 · torch {html.escape(prov['torch'])} · started {html.escape(prov['start_time'])} · total wall time {summary['wall_time_s'].get('total', 0):.0f} s</p>
 {status}
+<p>{html.escape(verdict)}</p>
 <h2>Headline</h2><table><tr><th>quantity</th><th>value</th></tr>{head_html}</table>
 <h2>Single-frame foreground segmentation (held-out videos)</h2>
 <p>Foreground IoU summed over the test split (mean ± std over seeds where there are several).</p>
