@@ -56,7 +56,7 @@ class PushWorldConfig:
     # Probability that the arm's next waypoint is chosen to push through an object.
     push_bias: float = 0.7
     # Physics sub-steps per frame (more = smaller penetrations, slower).
-    physics_substeps: int = 3
+    physics_substeps: int = 2
 
     def __post_init__(self) -> None:
         _validate(self)

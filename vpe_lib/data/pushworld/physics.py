@@ -39,15 +39,16 @@ class Trajectory:
 # ----------------------------------------------------------------------------- the arm
 def clamp_tip(arm: ArmGeometry, x: float, y: float) -> tuple[float, float]:
     """Keep the gripper over the table and inside the arm's reachable annulus."""
-    x = min(max(x, arm.tip_lo[0]), arm.tip_hi[0])
-    y = min(max(y, arm.tip_lo[1]), arm.tip_hi[1])
-    dx, dy = x - arm.base[0], y - arm.base[1]
+    x0, y0, x1, y1 = arm.box
+    x = min(max(x, x0), x1)
+    y = min(max(y, y0), y1)
+    bx, by = arm.base_xy
+    dx, dy = x - bx, y - by
     r = math.hypot(dx, dy)
-    rmin = abs(arm.l1 - arm.l2) + 1e-3
-    rmax = arm.l1 + arm.l2 - 1e-3
+    rmin, rmax = arm.reach
     if r < rmin or r > rmax:
         k = min(max(r, rmin), rmax) / max(r, 1e-9)
-        x, y = arm.base[0] + dx * k, arm.base[1] + dy * k
+        x, y = bx + dx * k, by + dy * k
     return x, y
 
 
@@ -113,14 +114,15 @@ def _deepest(shape_in: Shape, pose_in, pts: np.ndarray):
     return float(-sd[k]), (c * n[0] - s * n[1], s * n[0] + c * n[1]), pts[k]
 
 
-def _separate(sa: Shape, pa: list, ka: float, sb: Shape, pb: list, kb: float) -> None:
-    """Push two overlapping objects apart, half each, along the deepest contact normal."""
+def _separate(sa: Shape, pa: list, ka: float, sb: Shape, pb: list, kb: float) -> bool:
+    """Push two overlapping objects apart, half each, along the deepest contact normal.
+    Returns whether they overlapped (and so moved)."""
     if math.hypot(pa[0] - pb[0], pa[1] - pb[1]) >= sa.radius + sb.radius:
-        return
+        return False
     da, na, xa = _deepest(sb, pb, _world_boundary(sa, pa))  # a's outline inside b
     db, nb, xb = _deepest(sa, pa, _world_boundary(sb, pb))  # b's outline inside a
     if da == 0 and db == 0:
-        return
+        return False
     if da >= db:  # a moves along b's outward normal
         depth, (nx, ny), x = da, na, xa
     else:
@@ -132,6 +134,7 @@ def _separate(sa: Shape, pa: list, ka: float, sb: Shape, pb: list, kb: float) ->
         pose[0] += dx
         pose[1] += dy
         pose[2] += 0.5 * kappa * (rx * dy - ry * dx) / shape.radius ** 2
+    return True
 
 
 def _keep_on_table(shape: Shape, pose: list, w: int, h: int) -> None:
@@ -215,11 +218,12 @@ def simulate(rng: np.random.Generator, cfg: PushWorldConfig, scene: Scene) -> Tr
     shapes, arm = scene.shapes, scene.arm
     kappa = [float(k) for k in scene.compliance]
     poses = [list(map(float, p)) for p in scene.poses]
-    for shape, pose in zip(shapes, poses):
-        _keep_on_table(shape, pose, cfg.width, cfg.height)
+    n = len(shapes)
+    # Settle the initial placement (rejection sampling may have left overlaps) before
+    # the first frame is recorded, so frame 0 -> 1 shows no jump.
+    _relax(shapes, poses, kappa, cfg, set(range(n)), sweeps=8)
     ctl = _Controller(rng, cfg, scene)
 
-    n = len(shapes)
     tip = np.zeros((t_len, 2))
     opening, lift, cmd = np.zeros(t_len), np.zeros(t_len), np.zeros(t_len)
     obj_pose = np.zeros((t_len, n, 3))
@@ -237,6 +241,26 @@ def simulate(rng: np.random.Generator, cfg: PushWorldConfig, scene: Scene) -> Tr
     return Trajectory(tip, opening, lift, cmd, q1, phi2, elbow, obj_pose)
 
 
+def _relax(shapes, poses, kappa, cfg, active: set, sweeps: int = 2) -> None:
+    """Resolve object-object overlaps and keep objects on the table. Only pairs with a
+    body that moved need checking (objects at rest stay separated), which makes the
+    common case, an arm moving through free space, nearly free."""
+    n = len(shapes)
+    for _ in range(sweeps):
+        if not active:
+            return
+        touched = set()
+        for i in range(n):
+            for j in range(i + 1, n):
+                if (i in active or j in active) and _separate(
+                        shapes[i], poses[i], kappa[i], shapes[j], poses[j], kappa[j]):
+                    touched.add(i)
+                    touched.add(j)
+        for i in active | touched:
+            _keep_on_table(shapes[i], poses[i], cfg.width, cfg.height)
+        active = touched
+
+
 def _substep(ctl: _Controller, shapes, poses, kappa, cfg, k_sub) -> None:
     z_before = ctl.z
     ctl.move(k_sub)
@@ -245,17 +269,14 @@ def _substep(ctl: _Controller, shapes, poses, kappa, cfg, k_sub) -> None:
         # Lowering onto an object would teleport it: hold the gripper up until clear.
         if any(closest_point_world(s, p, ctl.x, ctl.y, rc) < rc for s, p in zip(shapes, poses)):
             ctl.z = LIFT_CONTACT
-    on_table = ctl.z < LIFT_CONTACT
-    if on_table:
-        for shape, pose, k in zip(shapes, poses, kappa):
-            _push_by_gripper(shape, pose, ctl.x, ctl.y, rc, k)
-    for _ in range(2):  # a couple of relaxation sweeps resolve chains of contacts
-        for i in range(len(shapes)):
-            for j in range(i + 1, len(shapes)):
-                _separate(shapes[i], poses[i], kappa[i], shapes[j], poses[j], kappa[j])
-        for shape, pose in zip(shapes, poses):
-            _keep_on_table(shape, pose, cfg.width, cfg.height)
-    if on_table:
+    if ctl.z >= LIFT_CONTACT:
+        return
+    gx, gy = ctl.x, ctl.y
+    pushed = {i for i, (shape, pose, k) in enumerate(zip(shapes, poses, kappa))
+              if math.hypot(gx - pose[0], gy - pose[1]) < shape.radius + rc  # cheap early-out
+              and _push_by_gripper(shape, pose, gx, gy, rc, k) is not None}
+    if pushed:
+        _relax(shapes, poses, kappa, cfg, pushed)
         _back_off(ctl, shapes, poses, rc)
 
 

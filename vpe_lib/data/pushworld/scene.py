@@ -29,6 +29,12 @@ class ArmGeometry:
     tip_lo: np.ndarray    # (2,) box the gripper centre is confined to
     tip_hi: np.ndarray
 
+    def __post_init__(self) -> None:
+        # Python-float copies for the per-sub-step clamp (numpy scalars are slow there).
+        self.box = (float(self.tip_lo[0]), float(self.tip_lo[1]), float(self.tip_hi[0]), float(self.tip_hi[1]))
+        self.base_xy = (float(self.base[0]), float(self.base[1]))
+        self.reach = (abs(self.l1 - self.l2) + 1e-3, self.l1 + self.l2 - 1e-3)
+
     def contact_radius(self, opening: float) -> float:
         """Radius of the disc standing in for the gripper in contact tests: the outer
         extent of the fingers, which grows as the gripper opens."""
@@ -67,7 +73,7 @@ def sample_arm(rng: np.random.Generator, cfg: PushWorldConfig) -> ArmGeometry:
     split = rng.uniform(0.5, 0.54)
     return ArmGeometry(
         base=base, l1=split * reach, l2=(1 - split) * reach,
-        r1=0.06 * s, r2=0.048 * s, r_base=0.095 * s,
+        r1=0.06 * s, r2=0.048 * s, r_base=0.075 * s,
         elbow=float(rng.choice([-1.0, 1.0])),
         finger_len=0.1 * s, finger_w=0.036 * s,
         open_min=0.022 * s, open_max=0.05 * s, palm_depth=0.035 * s,
@@ -92,7 +98,7 @@ def sample_scene(rng: np.random.Generator, cfg: PushWorldConfig) -> Scene:
     rc = arm.contact_radius(1.0)
     for _ in range(n):
         cls_name = SHAPE_CLASSES[rng.integers(len(SHAPE_CLASSES))]
-        size = s * rng.uniform(0.085, 0.14) * cfg.object_scale
+        size = s * rng.uniform(0.095, 0.15) * cfg.object_scale
         shape = make_object_shape(rng, cls_name, size, CLASS_NAMES.index(cls_name))
         shapes.append(shape)
         poses.append(_place(rng, cfg, shape, shapes[:-1], poses, tip0, rc))
@@ -102,19 +108,19 @@ def sample_scene(rng: np.random.Generator, cfg: PushWorldConfig) -> Scene:
 
 def _place(rng, cfg, shape: Shape, others: list, poses: list, tip0, rc) -> list:
     """Rejection-sample a pose clear of other objects and of the gripper; after a bounded
-    number of tries accept an overlapping pose (the physics separates it at step one)."""
+    number of tries accept an overlapping pose (the physics separates it before the
+    first frame). Candidates are drawn in one block and tested in plain Python."""
     r = shape.radius
-    lo = np.array([r, r])
-    hi = np.array([cfg.width - 1 - r, cfg.height - 1 - r])
-    hi = np.maximum(hi, lo)  # a huge object in a tiny image: centre it
+    x0, y0 = r, r
+    x1, y1 = max(cfg.width - 1 - r, r), max(cfg.height - 1 - r, r)  # huge object: centre
     gap = 0.03 * scale_of(cfg)
+    tx, ty = float(tip0[0]), float(tip0[1])
     pose = None
-    for _ in range(60):
-        c = rng.uniform(lo, hi)
-        pose = [float(c[0]), float(c[1]), float(rng.uniform(0, 2 * math.pi))]
-        if np.hypot(*(c - tip0)) < r + rc + gap:
+    for ux, uy, ua in rng.random((60, 3)).tolist():
+        x, y = x0 + (x1 - x0) * ux, y0 + (y1 - y0) * uy
+        pose = [x, y, 2 * math.pi * ua]
+        if math.hypot(x - tx, y - ty) < r + rc + gap:
             continue
-        if all(math.hypot(c[0] - p[0], c[1] - p[1]) > r + o.radius + gap
-               for o, p in zip(others, poses)):
+        if all(math.hypot(x - p[0], y - p[1]) > r + o.radius + gap for o, p in zip(others, poses)):
             break
     return pose

@@ -8,6 +8,7 @@ small matrix products / elementwise ops on an (h, w) grid, so per-video cost is 
 from __future__ import annotations
 
 import colorsys
+import functools
 import math
 
 import numpy as np
@@ -15,9 +16,11 @@ import numpy as np
 PATTERN_KINDS = ("fbm", "wood", "tiles", "sines", "stripes", "speckle")
 
 
+@functools.lru_cache(maxsize=256)
 def _interp_matrix(n_out: int, n_cells: int) -> np.ndarray:
     """(n_out, n_cells + 1) smoothstep interpolation weights from a coarse lattice to a
-    fine grid: value noise is then ``My @ G @ Mx.T``, two tiny matrix products."""
+    fine grid: value noise is then ``My @ G @ Mx.T``, two tiny matrix products. Cached
+    (read-only): the same few sizes recur in every video."""
     pos = np.linspace(0.0, n_cells, n_out, endpoint=False) + 0.5 * n_cells / n_out
     i = np.minimum(np.floor(pos).astype(int), n_cells - 1)
     f = pos - i
@@ -25,6 +28,7 @@ def _interp_matrix(n_out: int, n_cells: int) -> np.ndarray:
     m = np.zeros((n_out, n_cells + 1))
     m[np.arange(n_out), i] = 1 - s
     m[np.arange(n_out), i + 1] = s
+    m.setflags(write=False)
     return m
 
 
@@ -54,7 +58,9 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 
 def _grid(h, w):
-    return np.mgrid[0:h, 0:w].astype(np.float64)  # (2, h, w): y, x
+    """Row (h, 1) and column (1, w) coordinates; broadcasting builds the full grids only
+    where needed (np.mgrid is surprisingly slow for small grids)."""
+    return np.arange(h, dtype=np.float64)[:, None], np.arange(w, dtype=np.float64)[None, :]
 
 
 def pattern(rng: np.random.Generator, h: int, w: int, scale: float, kind: str | None = None) -> np.ndarray:
@@ -90,7 +96,10 @@ def pattern(rng: np.random.Generator, h: int, w: int, scale: float, kind: str | 
         for _ in range(int(rng.integers(2, 5))):
             a = rng.uniform(0, 2 * math.pi)
             f = 2 * math.pi / (scale * rng.uniform(0.7, 2.5))
-            g += rng.uniform(0.4, 1) * np.sin(f * (xx * math.cos(a) + yy * math.sin(a)) + rng.uniform(0, 6.3))
+            amp, ph = rng.uniform(0.4, 1), rng.uniform(0, 6.3)
+            # sin(X + Y) = sin X cos Y + cos X sin Y: 1-D trig + outer products.
+            fx, fy = f * math.cos(a) * xx, f * math.sin(a) * yy + ph
+            g += amp * (np.cos(fy) * np.sin(fx) + np.sin(fy) * np.cos(fx))
         return _normalise(g)
     if kind == "stripes":
         a = rng.uniform(0, math.pi)
