@@ -26,6 +26,9 @@ TOKENIZER_CONFIGS = {
     # no temporal downsampling at all, 2 blocks per level
     "no-t-down": TokenizerConfig.smoke(channel_mults=(1, 1, 2), temporal_down=(False, False),
                                        spatial_down=(True, True), blocks_per_level=2, clip_frames=1),
+    # strided conv down / transposed conv up, with a level that only downsamples time
+    "strided": TokenizerConfig.smoke(channel_mults=(1, 2, 2), temporal_down=(True, False), spatial_down=(True, True),
+                                     resample="strided"),
 }
 CLIP = (2, 3, 4, 16, 16)
 
@@ -259,6 +262,7 @@ def test_latent_shape():
         ("causal", 1),
         ("commitment_weight", -1.0),
         ("clip_frames", 6),  # not divisible by the temporal factor 4
+        ("resample", "bilinear"),
     ],
 )
 def test_bad_config_names_field(field, value):
@@ -273,6 +277,7 @@ def test_bad_config_names_field(field, value):
         (dict(quantizer="fsq"), ["fsq_levels", "codebook_size"]),  # prod((8, 5, 5, 5)) = 1000 != 1024
         (dict(causal=True, clip_frames=16), ["clip_frames", "causal"]),
         (dict(causal=False, clip_frames=17), ["clip_frames"]),
+        (dict(causal=True, resample="strided", clip_frames=17), ["strided", "causal"]),
     ],
 )
 def test_quantizer_and_causal_config_errors_name_fields(kw, names):

@@ -27,7 +27,8 @@ def test_smoke_report_end_to_end(tmp_path):
     assert set(names) <= set(disk["wall_time_s"]) and disk["wall_time_s"]["total"] > 0
     m = disk["metrics"]
     for key in ("data/frames_per_s", "tokenizer/psnr_db", "tokenizer/codebook_utilisation",
-                "seg/fg_iou/unet", "seg/fg_iou/tokenizer/conv", "seg/fg_iou/colour_baseline"):
+                "seg/fg_iou/unet", "seg/fg_iou/tokenizer/conv", "seg/fg_iou/colour_baseline",
+                *(f"tokenizer/compare/{q}/psnr_db" for q in ("vq", "lfq", "fsq"))):
         assert isinstance(m[key], (int, float)), key
     assert 0 <= m["seg/fg_iou/unet"] <= 1
     for stage in ("data", "pretrain", "latents", "heads", "results"):

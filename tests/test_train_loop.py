@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from vpe_lib.models import TokenizerConfig, VQVAE3D
+from vpe_lib.models.discriminator import DiscriminatorConfig
+from vpe_lib.models.tokenizer_loss import TokenizerLossConfig, TokenizerTrainer
 from vpe_lib.train import NonFiniteLossError, TrainConfig, load_checkpoint, train
 from vpe_lib.train import checkpoint as ckpt_mod
 from vpe_lib.train.loop import lr_lambda
@@ -80,11 +82,29 @@ def _states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("kind", ["mlp-dropout-ema", "tokenizer"])
+@pytest.mark.parametrize("kind", ["mlp-dropout-ema", "tokenizer", "tokenizer-gan"])
 def test_exact_resume(tmp_path, kind):
     if kind == "mlp-dropout-ema":
         make, batches, step_fn = DropoutMLP, regression_batches(), mse_step
         c = cfg(ema_decay=0.9, ckpt_every=2)
+    elif kind == "tokenizer-gan":
+        # the discriminator starts at update 2 and the run is cut at 3: its counter, LeCam EMAs
+        # and weights must all come back from the checkpoint
+        loss_cfg = TokenizerLossConfig(adversarial=True, adversarial_start_step=2, ssim_weight=0.5,
+                                       discriminator=DiscriminatorConfig(base_channels=4, channel_mults=(1, 2)))
+
+        def make():
+            return TokenizerTrainer(VQVAE3D(cfg=TokenizerConfig.smoke(quantizer="fsq", codebook_size=27,
+                                                                      fsq_levels=(3, 3, 3))), loss_cfg)
+
+        def batches(i):
+            g = torch.Generator().manual_seed(i)
+            return torch.rand(2, 3, 4, 16, 16, generator=g) * 2 - 1
+
+        def step_fn(trainer, video):
+            return trainer(video)
+
+        c = cfg(ckpt_every=2, ema_decay=0.9)
     else:
         tok_cfg = TokenizerConfig.smoke()
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vpe_lib.data.pushworld import PushWorldConfig
-from vpe_lib.models.tokenizer import TokenizerConfig
+from vpe_lib.models.tokenizer import QUANTIZERS, TokenizerConfig
+from vpe_lib.models.tokenizer_loss import TokenizerLossConfig
 from vpe_lib.train.loop import TrainConfig
 
 
@@ -42,9 +43,23 @@ class DataConfig:
 @dataclass
 class PretrainConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     # The clip length is tokenizer.clip_frames: the same length is used to repeat a still image.
     n_eval_clips: int = 32  # held-out clips for PSNR / codebook usage
+    # Side runs, one per quantizer, with the same architecture, data and schedule but
+    # `compare_steps` updates each, so VQ / LFQ / FSQ are compared like for like (0 = off).
+    compare_quantizers: tuple[str, ...] = ()
+    compare_steps: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [q for q in self.compare_quantizers if q not in QUANTIZERS]
+        if unknown:
+            raise ValueError(f"compare_quantizers: unknown {unknown}; valid: {', '.join(QUANTIZERS)}")
+        if not isinstance(self.compare_steps, int) or self.compare_steps < 0:
+            raise ValueError(f"compare_steps must be an int >= 0, got {self.compare_steps!r}")
+        if self.compare_quantizers and not self.compare_steps:
+            raise ValueError("compare_quantizers is set but compare_steps is 0")
 
 
 @dataclass
@@ -110,6 +125,8 @@ def _smoke() -> RunConfig:
             ),
             train=TrainConfig(steps=20, batch_size=4, lr=1e-3, warmup_steps=2, log_every=5, ckpt_every=10),
             n_eval_clips=4,
+            compare_quantizers=("vq", "lfq", "fsq"),
+            compare_steps=4,
         ),
         seg=SegConfig(
             head_hidden=16,

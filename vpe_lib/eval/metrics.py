@@ -55,8 +55,9 @@ def psnr(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 2.0) -> float:
     return float("inf") if mse == 0 else 10.0 * np.log10(data_range**2 / mse)
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 2.0, window: int = 7) -> float:
-    """Mean SSIM with a uniform window, over `... c h w` tensors (videos: fold time into batch first)."""
+def ssim_tensor(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 2.0, window: int = 7) -> torch.Tensor:
+    """Mean SSIM with a uniform window over `... c h w` tensors, as a differentiable 0-d tensor
+    (the tokenizer's optional SSIM loss uses it; videos: fold time into the batch first)."""
     x = x.float().reshape(-1, 1, *x.shape[-2:])
     y = y.float().reshape(-1, 1, *y.shape[-2:])
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
@@ -65,4 +66,10 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 2.0, window: i
     vx, vy = pool(x * x) - mx**2, pool(y * y) - my**2
     cov = pool(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float(s.mean())
+    return s.mean()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 2.0, window: int = 7) -> float:
+    """Mean SSIM with a uniform window, over `... c h w` tensors (videos: fold time into batch first)."""
+    with torch.no_grad():
+        return float(ssim_tensor(x, y, data_range=data_range, window=window))

@@ -3,7 +3,8 @@
 Shapes use einops names: video ``b c t h w`` in [-1, 1]; latents ``b d t' h' w'``;
 codes ``b t' h' w'``. The BAIR preset (``TokenizerConfig.bair()``) maps a 16×64×64 clip
 to 4×16×16 tokens, as in MAGVIT: 64 base filters, channel multipliers (1, 2, 4), 2
-residual blocks per level, GroupNorm + swish, average-pool down, nearest + conv up.
+residual blocks per level, GroupNorm + swish, average-pool down, nearest + conv up
+(``resample="strided"``: strided conv down, transposed conv up).
 
 Still images (MAGVIT-v1 style, the same trick COMMIT uses for its condition frame): repeat
 the image to the clip length, encode, keep the first latent frame. ``forward_features`` and
@@ -46,6 +47,7 @@ from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ, LFQ, VectorQuantize
 
 QUANTIZERS = ("vq", "lfq", "fsq")
+RESAMPLE = ("pool", "strided")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ class TokenizerConfig:
     diversity_gamma: float = 1.0  # lfq: weight of the codebook-entropy term inside it
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)  # fsq: levels per channel; prod == codebook_size
     causal: bool = False  # MAGVIT-v2 causal 3D convs; clips of 1 + k * temporal_factor frames
+    # "pool": average-pool down, nearest + 3×3×3 conv up (MAGVIT's default);
+    # "strided": 3×3×3 stride-2 conv down, transposed conv (kernel = stride) up
+    resample: str = "pool"
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON) and store tuples so the config stays hashable.
@@ -109,6 +114,11 @@ class TokenizerConfig:
                              f"give {math.prod(self.fsq_levels)}, codebook_size={self.codebook_size}")
         if not isinstance(self.causal, bool):
             raise ValueError(f"causal must be a bool, got {self.causal!r}")
+        if self.resample not in RESAMPLE:
+            raise ValueError(f"resample must be one of {RESAMPLE}, got {self.resample!r}")
+        if self.resample == "strided" and self.causal:
+            raise ValueError("resample='strided' is not implemented for causal=True (frame 0 must be resampled "
+                             "alone); use resample='pool'")
         if self.causal and (self.clip_frames - 1) % self.temporal_factor:
             raise ValueError(
                 f"with causal=True clip_frames must be 1 + a multiple of the temporal downsampling factor "
@@ -309,6 +319,8 @@ class Encoder3D(nn.Module):
                 f = _down_factors(cfg)[i]
                 if f == (1, 1, 1):
                     self.downs.append(nn.Identity())
+                elif cfg.resample == "strided":
+                    self.downs.append(nn.Conv3d(ch, ch, 3, stride=f, padding=1))
                 elif causal and f[0] > 1:
                     self.downs.append(CausalAvgPool3d(f))
                 else:
@@ -347,7 +359,11 @@ class Decoder3D(nn.Module):
             n = 0 if (i == 0 and not cfg.full_res_blocks) else cfg.blocks_per_level
             self.levels.append(_blocks(n, chs[i], chs[i], g, causal))
             if i > 0:
-                self.ups.append(Upsample3D(chs[i], chs[i - 1], factors[i - 1], causal))
+                f = factors[i - 1]
+                if cfg.resample == "strided" and f != (1, 1, 1):
+                    self.ups.append(nn.ConvTranspose3d(chs[i], chs[i - 1], f, stride=f))
+                else:
+                    self.ups.append(Upsample3D(chs[i], chs[i - 1], f, causal))
         self.norm_out = group_norm(chs[0], g, per_frame=causal)
         self.conv_out = conv3(chs[0], cfg.in_channels, causal)
 

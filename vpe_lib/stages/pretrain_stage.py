@@ -1,26 +1,34 @@
-"""Stage 02: train the 3D VQ-VAE video tokenizer on PushWorld clips."""
+"""Stage 02: train the 3D VQ-VAE video tokenizer on PushWorld clips (and, by config, short
+like-for-like runs of the other quantizers for the VQ / LFQ / FSQ comparison)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vpe_lib.config import RunConfig, load_config
+from vpe_lib.config import PretrainConfig, RunConfig, load_config
 from vpe_lib.data.samplers import ClipBatches, from_unit_range
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.eval.metrics import psnr, ssim
-from vpe_lib.models.tokenizer import VQVAE3D, codebook_stats
+from vpe_lib.models.tokenizer import TokenizerConfig, VQVAE3D, codebook_stats
+from vpe_lib.models.tokenizer_loss import TokenizerTrainer, tokenizer_state_dict
 from vpe_lib.stages.common import require, write_json, write_metrics
-from vpe_lib.train.loop import train
+from vpe_lib.train.loop import TrainConfig, train
 
 
-def tokenizer_step(model: VQVAE3D, clips: torch.Tensor):
-    out = model(clips)
-    return out.loss, {"recon_loss": out.recon_loss.item(), "quant_loss": float(out.quant_loss.detach())}
+# Below this share of the codebook in use on the held-out clips, the tokenizer is collapsing
+# and every downstream result would be about a broken model: say so loudly.
+UTILISATION_WARNING = 0.25
+
+
+def tokenizer_step(trainer: TokenizerTrainer, clips: torch.Tensor):
+    return trainer(clips)  # (loss, logs); see vpe_lib.models.tokenizer_loss
 
 
 @torch.no_grad()
@@ -36,6 +44,9 @@ def evaluate_tokenizer(model: VQVAE3D, clips: torch.Tensor, *, batch_size: int =
     model.train(was_training)
     recon = torch.cat(recons)
     stats = codebook_stats(torch.cat(codes), model.cfg.codebook_size)
+    if stats["utilisation"] < UTILISATION_WARNING:
+        warnings.warn(f"tokenizer codebook collapsing: {stats['utilisation']:.1%} of {model.cfg.codebook_size} codes "
+                      f"used on {len(clips)} held-out clips ({stats['dead_codes']} dead)", stacklevel=2)
     # SSIM per frame: fold time into the batch
     frames = lambda v: v.transpose(1, 2).reshape(-1, v.shape[1], *v.shape[-2:])  # noqa: E731
     return {
@@ -47,22 +58,66 @@ def evaluate_tokenizer(model: VQVAE3D, clips: torch.Tensor, *, batch_size: int =
     }
 
 
+def train_tokenizer(tok_cfg: TokenizerConfig, p: PretrainConfig, train_cfg: TrainConfig, train_store: PushWorldStore,
+                    eval_clips: torch.Tensor, out: Path, *, desc: str = "tokenizer"):
+    """Train one tokenizer into `out` (resumes from out/checkpoint.pt); returns (model, TrainResult, eval metrics)."""
+    torch.manual_seed(train_cfg.seed)
+    model = VQVAE3D(cfg=tok_cfg).channels_last_()  # +14-34% on CPU, same results (tested)
+    trainer = TokenizerTrainer(model, p.loss, grad_accum=train_cfg.grad_accum)
+    batches = ClipBatches(train_store, clip_frames=tok_cfg.clip_frames, batch_size=train_cfg.batch_size,
+                          seed=train_cfg.seed)
+    result = train(trainer, tokenizer_step, batches, train_cfg, out,
+                   eval_fn=lambda t: evaluate_tokenizer(t.tokenizer, eval_clips), desc=desc)
+    model = result.model.tokenizer
+    return model, result, evaluate_tokenizer(model, eval_clips)
+
+
+# FSQ levels the FSQ paper recommends for a codebook of about 2**bits codes (Mentzer et al. 2023,
+# Table 1); 5 and 6 bits (smoke-sized codebooks) are ours.
+FSQ_LEVELS = {5: (8, 4), 6: (8, 8), 8: (8, 6, 5), 10: (8, 5, 5, 5), 12: (7, 5, 5, 5, 5), 14: (8, 8, 8, 6, 5), 16: (8, 8, 8, 5, 5, 5)}
+
+
+def quantizer_variant(tok: TokenizerConfig, quantizer: str) -> TokenizerConfig:
+    """The same tokenizer with another quantizer at about the same codebook size
+    (LFQ: the nearest power of 2; FSQ: the paper's levels for that many bits)."""
+    bits = round(math.log2(tok.codebook_size))
+    if quantizer == "lfq":
+        return dataclasses.replace(tok, quantizer="lfq", codebook_size=2**bits)
+    if quantizer == "fsq":
+        if bits not in FSQ_LEVELS:
+            raise ValueError(f"no recommended FSQ levels for a codebook of ~2**{bits}; known: "
+                             f"{', '.join(f'2**{b}' for b in FSQ_LEVELS)}")
+        levels = FSQ_LEVELS[bits]
+        return dataclasses.replace(tok, quantizer="fsq", fsq_levels=levels, codebook_size=math.prod(levels))
+    return dataclasses.replace(tok, quantizer=quantizer)
+
+
+def run_quantizer_comparison(cfg: RunConfig, train_store: PushWorldStore, eval_clips: torch.Tensor, out: Path,
+                             *, progress: bool = True) -> dict[str, float]:
+    """Short like-for-like runs, one per quantizer, in out/compare/<quantizer>/."""
+    p = cfg.pretrain
+    metrics: dict[str, float] = {}
+    train_cfg = dataclasses.replace(p.train, steps=p.compare_steps, progress=progress,
+                                    eval_every=max(1, p.compare_steps // 4), ckpt_every=0)
+    for q in p.compare_quantizers:
+        tok_cfg = quantizer_variant(p.tokenizer, q)
+        _, result, final = train_tokenizer(tok_cfg, p, train_cfg, train_store, eval_clips, out / "compare" / q,
+                                           desc=f"tokenizer [{q}]")
+        for k in ("psnr_db", "ssim", "codebook_utilisation", "codebook_perplexity", "dead_codes"):
+            metrics[f"tokenizer/compare/{q}/{k}"] = final[k]
+        metrics[f"tokenizer/compare/{q}/codebook_size"] = tok_cfg.codebook_size
+        metrics[f"tokenizer/compare/{q}/train_clips_per_s"] = result.items_per_s
+    return metrics
+
+
 def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool = True) -> dict[str, float]:
     data_dir = require(run_dir, "data", "pushworld/manifest.json")
     train_store = PushWorldStore(data_dir / "pushworld", "train")
     test_store = PushWorldStore(data_dir / "pushworld", "test")
     p = cfg.pretrain
-    torch.manual_seed(p.train.seed)
-    model = VQVAE3D(cfg=p.tokenizer).channels_last_()  # +14-34% on CPU, same results (tested)
-    clip_frames = p.tokenizer.clip_frames
-    batches = ClipBatches(train_store, clip_frames=clip_frames, batch_size=p.train.batch_size, seed=p.train.seed)
-    eval_clips = ClipBatches(test_store, clip_frames=clip_frames, batch_size=1).fixed(p.n_eval_clips)
-
+    eval_clips = ClipBatches(test_store, clip_frames=p.tokenizer.clip_frames, batch_size=1).fixed(p.n_eval_clips)
     train_cfg = dataclasses.replace(p.train, progress=progress)
-    result = train(model, tokenizer_step, batches, train_cfg, out,
-                   eval_fn=lambda m: evaluate_tokenizer(m, eval_clips), desc="tokenizer")
-    model = result.model
-    final = evaluate_tokenizer(model, eval_clips)
+    model, result, final = train_tokenizer(p.tokenizer, p, train_cfg, train_store, eval_clips, out)
 
     # Filmstrips for the report: a few held-out clips and their reconstructions.
     with torch.no_grad():
@@ -71,7 +126,7 @@ def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bo
         recon = model(shown).recon
     np.savez_compressed(out / "samples.npz", original=from_unit_range(shown), recon=from_unit_range(recon))
 
-    n_params = sum(p_.numel() for p_ in model.parameters())
+    n_params = sum(p_.numel() for p_ in model.parameters())  # the tokenizer alone, not the discriminator
     metrics = {
         "tokenizer/psnr_db": final["psnr_db"],
         "tokenizer/ssim": final["ssim"],
@@ -83,6 +138,8 @@ def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bo
         "tokenizer/steps": result.step,
         "tokenizer/params": n_params,
     }
+    if p.compare_quantizers:
+        metrics.update(run_quantizer_comparison(cfg, train_store, eval_clips, out, progress=progress))
     write_metrics(out, metrics)
     return metrics
 
@@ -93,7 +150,7 @@ def load_tokenizer(run_dir: str | Path) -> VQVAE3D:
     cfg = load_config(pre / "config.json")
     model = VQVAE3D(cfg=cfg.pretrain.tokenizer)
     state = torch.load(pre / "final.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    model.load_state_dict(tokenizer_state_dict(state))  # final.pt holds the TokenizerTrainer
     return model.eval()
 
 
