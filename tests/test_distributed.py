@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from vpe_lib.models import TokenizerConfig, VQVAE3D
+from vpe_lib.models.discriminator import DiscriminatorConfig
+from vpe_lib.models.tokenizer_loss import TokenizerLossConfig, TokenizerTrainer
 from vpe_lib.train import TrainConfig, load_checkpoint, train
 from vpe_lib.train.distributed import (
     DistInfo,
@@ -91,6 +93,18 @@ def tokenizer_step(model, clips):
     return out.loss, {"recon_loss": out.recon_loss.detach(), "quant_loss": out.quant_loss.detach()}
 
 
+def gan_trainer() -> nn.Module:
+    torch.manual_seed(0)
+    tok = VQVAE3D(cfg=TokenizerConfig.smoke(quantizer="fsq", codebook_size=27, fsq_levels=(3, 3, 3)))
+    loss = TokenizerLossConfig(adversarial=True, adversarial_start_step=1, ssim_weight=0.5, lecam_weight=1.0,
+                               discriminator=DiscriminatorConfig(base_channels=4, channel_mults=(1, 2)))
+    return TokenizerTrainer(tok, loss)
+
+
+def trainer_step(trainer, clips):
+    return trainer(clips)
+
+
 def cfg(**kw) -> TrainConfig:
     base = dict(steps=5, lr=1e-2, warmup_steps=1, log_every=1, ckpt_every=2, progress=False)
     return TrainConfig(**{**base, **kw})
@@ -105,6 +119,7 @@ SCENARIOS = {
     "partial": (mlp, mse_step, regression_batches, cfg(ema_decay=0.9), [3]),  # finished by 1 process below
     "lfq": (lambda: tokenizer("lfq"), tokenizer_step, clip_batches, cfg(steps=3, lr=1e-3), [None]),
     "vq": (lambda: tokenizer("vq"), tokenizer_step, clip_batches, cfg(steps=2, lr=1e-3), [None]),
+    "gan": (gan_trainer, trainer_step, clip_batches, cfg(steps=3, lr=1e-3), [None]),
 }
 
 
@@ -302,6 +317,17 @@ def test_tokenizer_under_ddp(ddp_results, tmp_path):
     vq = ranks[0]["vq"]
     assert torch.isfinite(vq["state"]["quantizer._codebook.embed"]).all()
     assert bool(vq["state"]["quantizer._codebook.initted"])
+
+
+@pytest.mark.slow
+def test_adversarial_tokenizer_under_ddp(ddp_results, tmp_path):
+    """Generator + discriminator (R1 through autograd.grad, LeCam anchors averaged over ranks)
+    under 2 processes train the weights of 1 process with the global batch."""
+    out, ranks, _ = ddp_results
+    gan, single = ranks[0]["gan"], _single("gan", tmp_path)
+    assert any("d_loss" in h for h in gan["history"])
+    _assert_close(gan["state"], single["state"], atol=1e-4)
+    assert gan["state"]["lecam_real"] == pytest.approx(float(single["state"]["lecam_real"]), rel=1e-4)
 
 
 if __name__ == "__main__":  # the torchrun worker

@@ -109,6 +109,10 @@ def test_adversarial_start_step_counts_updates():
     trainer.eval()
     _, logs = trainer(video())  # evaluation: no adversarial terms, no counting
     assert "d_loss" not in logs and int(trainer.micro_steps) == 6
+    trainer.train()
+    trainer.micro_steps.zero_()
+    trainer(video())[0].backward()  # idle discriminator: zero (not missing) gradients
+    assert all(p.grad is not None and not p.grad.any() for p in trainer.discriminator.parameters())
 
 
 def test_tokenizer_state_dict_extracts_the_tokenizer():

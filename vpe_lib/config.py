@@ -204,8 +204,12 @@ def _gpu() -> RunConfig:
                 codebook_size=1024,
                 clip_frames=16,
             ),
+            # MAGVIT trains its BAIR tokenizer with the GAN on; it starts once reconstructions are decent
+            loss=TokenizerLossConfig(adversarial=True, adversarial_start_step=20_000),
             train=TrainConfig(steps=100_000, batch_size=64, lr=1e-4, warmup_steps=2000, log_every=100, ckpt_every=2000),
             n_eval_clips=512,
+            compare_quantizers=("vq", "lfq", "fsq"),
+            compare_steps=10_000,
         ),
         seg=SegConfig(
             head_hidden=128,

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
@@ -100,9 +101,10 @@ class TokenizerTrainer(nn.Module):
         # LeCam (Tseng et al. 2021): keep D's outputs near the running means of the other side
         lecam = F.relu(d_real - self.lecam_fake).pow(2).mean() + F.relu(self.lecam_real - d_fake).pow(2).mean()
         with torch.no_grad():
-            decay = c.lecam_decay
-            self.lecam_real.mul_(decay).add_((1 - decay) * d_real.mean())
-            self.lecam_fake.mul_(decay).add_((1 - decay) * d_fake.mean())
+            # means over the global batch, so every rank keeps the anchors one process would
+            means = _mean_over_ranks(torch.stack([d_real.mean(), d_fake.mean()]))
+            self.lecam_real.lerp_(means[0], 1 - c.lecam_decay)
+            self.lecam_fake.lerp_(means[1], 1 - c.lecam_decay)
         loss = c.adversarial_weight * g_loss + d_loss + 0.5 * c.r1_weight * r1 + c.lecam_weight * lecam
         logs = {"g_adv": g_loss.item(), "d_loss": d_loss.item(), "r1": r1.item(), "lecam": lecam.item(),
                 "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
@@ -121,8 +123,20 @@ class TokenizerTrainer(nn.Module):
                 adv_loss, adv_logs = self.adversarial_losses(out.recon, video)
                 loss = loss + adv_loss
                 logs.update(adv_logs)
+            elif self.discriminator is not None:
+                # before the start step the discriminator is idle: give its parameters zero
+                # gradients so DDP (which insists every parameter takes part) and one process agree
+                loss = loss + 0.0 * sum(p.sum() for p in self.discriminator.parameters())
             self.micro_steps += 1
         return loss, logs
+
+
+def _mean_over_ranks(t: Tensor) -> Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone()
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+    return t
 
 
 def tokenizer_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
