@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from vpe_lib.report import ReportError, build_report, notebooks
+from vpe_lib.report import ReportError, build_report, notebooks, quantizer_rows
 from vpe_lib.stages.common import MissingArtifactError, require, start_stage
 from vpe_lib.stages.pretrain_stage import run_pretrain_stage
 
@@ -22,6 +22,7 @@ def test_smoke_report_end_to_end(tmp_path):
         assert "Traceback" not in page.read_text(), name
     index = (out / "index.html").read_text()
     assert all(f'href="{n}.html"' in index for n in names)
+    assert "Tokenizer quantizers" in index  # the smoke profile compares vq / lfq / fsq
     disk = json.loads((out / "summary.json").read_text())
     assert disk["status"] == "ok" and disk["provenance"]["profile"] == "smoke"
     assert set(names) <= set(disk["wall_time_s"]) and disk["wall_time_s"]["total"] > 0
@@ -59,3 +60,12 @@ def test_bad_profile_fails_before_any_notebook(tmp_path):
     with pytest.raises(ConfigError):
         build_report("tiny", tmp_path / "run", tmp_path / "report")
     assert not (tmp_path / "report").exists()
+
+
+def test_quantizer_rows_from_flat_metrics():
+    m = {"tokenizer/compare/vq/psnr_db": 20.0, "tokenizer/compare/vq/codebook_size": 1024,
+         "tokenizer/compare/fsq/psnr_db": 21.0, "tokenizer/psnr_db": 25.0}
+    rows = quantizer_rows(m)
+    assert [r["quantizer"] for r in rows] == ["fsq", "vq"]
+    assert rows[1]["psnr_db"] == 20.0 and rows[1]["codebook_size"] == 1024 and rows[0]["codebook_size"] is None
+    assert quantizer_rows({"tokenizer/psnr_db": 1.0}) == []

@@ -165,6 +165,14 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return html.escape(str(v))
 
 
+def quantizer_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per quantizer of the pretrain stage's comparison runs (tokenizer/compare/<q>/<metric>)."""
+    prefix = "tokenizer/compare/"
+    names = sorted({k[len(prefix):].split("/")[0] for k in m if k.startswith(prefix)})
+    keys = ("codebook_size", "psnr_db", "codebook_utilisation", "codebook_perplexity")
+    return [{"quantizer": q, **{k: m.get(f"{prefix}{q}/{k}") for k in keys}} for q in names]
+
+
 def _verdict(m: dict[str, Any]) -> str:
     """One sentence answering the question at this profile, computed from the metrics."""
     tok = next((k for k in m if k.startswith("seg/fg_iou/tokenizer/")), None)
@@ -195,6 +203,15 @@ def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
         ("UNet − colour baseline (fg IoU)", m.get("results/unet_minus_colour_baseline"), 3),
         ("Frozen tokenizer head − UNet (fg IoU)", m.get("results/tokenizer_minus_unet"), 3),
     ]
+    quant = quantizer_rows(m)
+    quant_html = "" if not quant else (
+        "<h2>Tokenizer quantizers (short like-for-like runs)</h2>"
+        "<p>Same architecture, data and schedule; only the quantizer differs. See the pretraining page.</p>"
+        "<table><tr><th>quantizer</th><th>codes</th><th>PSNR (dB)</th><th>utilisation</th><th>perplexity</th></tr>"
+        + "".join(f"<tr><td>{html.escape(r['quantizer'])}</td><td>{_fmt(r['codebook_size'], 0)}</td>"
+                  f"<td>{_fmt(r['psnr_db'], 2)}</td><td>{_fmt(r['codebook_utilisation'])}</td>"
+                  f"<td>{_fmt(r['codebook_perplexity'], 0)}</td></tr>" for r in quant)
+        + "</table>")
     verdict = _verdict(m)
     head_html = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v, d)}</td></tr>" for k, v, d in headline)
     links = "".join(f'<li><a href="{href}">{html.escape(name)}</a> '
@@ -214,6 +231,7 @@ th{{background:#f3f3f3}}.err{{color:#a00}}code{{background:#f3f3f3;padding:0 .2e
 {status}
 <p>{html.escape(verdict)}</p>
 <h2>Headline</h2><table><tr><th>quantity</th><th>value</th></tr>{head_html}</table>
+{quant_html}
 <h2>Single-frame foreground segmentation (held-out videos)</h2>
 <p>Foreground IoU summed over the test split (mean ± std over seeds where there are several).</p>
 <table><tr><th>model</th><th>foreground IoU</th><th>mIoU</th></tr>{seg_html}</table>
