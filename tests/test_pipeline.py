@@ -1,7 +1,6 @@
 """The whole pipeline at the smoke profile, as `vpe report` runs it, plus its failure modes."""
 
 import json
-import shutil
 
 import pytest
 

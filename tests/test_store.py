@@ -1,6 +1,5 @@
 """The on-disk PushWorld store: build, resume, read, and clear errors on damaged shards."""
 
-import json
 
 import numpy as np
 import pytest

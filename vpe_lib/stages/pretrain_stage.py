@@ -18,7 +18,7 @@ from vpe_lib.data.store import PushWorldStore
 from vpe_lib.eval.metrics import psnr, ssim
 from vpe_lib.models.tokenizer import TokenizerConfig, VQVAE3D, codebook_stats
 from vpe_lib.models.tokenizer_loss import TokenizerTrainer, tokenizer_state_dict
-from vpe_lib.stages.common import require, write_json, write_metrics
+from vpe_lib.stages.common import require, write_metrics
 from vpe_lib.train.loop import TrainConfig, train
 
 
