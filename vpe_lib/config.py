@@ -166,6 +166,8 @@ def _cpu() -> RunConfig:
             ),
             train=TrainConfig(steps=600, batch_size=8, lr=1e-3, warmup_steps=50, log_every=20, eval_every=100, ckpt_every=100),
             n_eval_clips=64,
+            compare_quantizers=("vq", "lfq", "fsq"),
+            compare_steps=120,  # ~4 minutes for the three on 2 cores
         ),
         seg=SegConfig(
             head_hidden=32,
