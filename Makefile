@@ -8,7 +8,7 @@ PROFILE ?= cpu
 RUN_DIR ?= runs/$(PROFILE)
 REPORT_DIR ?= reports
 
-.PHONY: install report test test-fast lab bench clean
+.PHONY: install report test test-fast lab bench bench-tokenizer clean
 
 install: $(STAMP)
 
@@ -33,6 +33,27 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python bench/bench_pushworld.py
+
+# Our tokenizer vs magvit2-pytorch's VideoTokenizer. magvit2-pytorch needs torchvision, which the
+# project's environment must not get, so the benchmark has its own: torch + torchvision (from this
+# machine's disk), magvit2-pytorch, and the project without its dependencies plus those it imports.
+# ~11 minutes on 2 CPU cores; pass flags with BENCH_ARGS, e.g. make bench-tokenizer BENCH_ARGS=--quick
+BENCH_VENV := .venv-bench
+BENCH_BIN := $(BENCH_VENV)/bin
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): pyproject.toml
+	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BENCH_BIN)/python -m pip install --quiet magvit2-pytorch==0.5.1 einops==0.8.2 vector-quantize-pytorch==1.32.0 \
+		numpy==2.4.6 tqdm==4.70.1 av==18.1.0 pillow==12.2.0 h5py==3.16.0
+	$(BENCH_BIN)/python -m pip install --quiet --no-deps -e .
+	$(BENCH_BIN)/python -W ignore -c "import vpe_lib, magvit2_pytorch, torchvision"
+	touch $(BENCH_STAMP)
+
+bench-tokenizer: $(BENCH_STAMP)
+	$(BENCH_BIN)/python bench/bench_tokenizer.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
