@@ -245,6 +245,12 @@ def _assert_close(a: dict, b: dict, atol: float) -> None:
             assert torch.equal(a[k], b[k]), k
 
 
+def _diff_stats(a: dict, b: dict) -> tuple[float, float]:
+    """Largest and mean absolute difference over all floating-point tensors of two state dicts."""
+    diffs = torch.cat([(a[k] - b[k]).abs().flatten().double() for k in a if a[k].is_floating_point()])
+    return float(diffs.max()), float(diffs.mean())
+
+
 def _losses(history: list[dict]) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in history if "loss" in r]
 
@@ -307,9 +313,13 @@ def test_tokenizer_under_ddp(ddp_results, tmp_path):
     # global batch, and the gradients match one process with the global batch
     lfq = ranks[0]["lfq"]
     single = _single("lfq", tmp_path)
-    # Adam turns float-rounding differences of near-zero gradients into up to ~2% of lr (1e-3)
-    # here; a wrong cross-rank entropy (the library's own DDP path) differs by ~5e-3
-    _assert_close(lfq["state"], single["state"], atol=1e-4)
+    # Adam divides by sqrt(v): float-rounding differences of near-zero gradients (summation order
+    # differs between 2 ranks and 1 process) become up to ~10% of lr (1e-3) on a few weights, so
+    # the largest difference is loose; the mean difference is what a wrong cross-rank entropy
+    # (the library's own DDP path, off by ~5e-3 on many weights) cannot pass.
+    worst, mean = _diff_stats(lfq["state"], single["state"])
+    # measured: max 1.2e-4, mean 4.4e-7; with the library's per-rank entropy: 4.8e-3, 3.9e-4
+    assert worst < 5e-4 and mean < 2e-6, (worst, mean)
     for (s1, l1), (s2, l2) in zip(_losses(lfq["history"]), _losses(single["history"]), strict=True):
         assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-4)
     # VectorQuantize built after init syncs its EMA codebook: identical on both ranks (checked
@@ -326,7 +336,7 @@ def test_adversarial_tokenizer_under_ddp(ddp_results, tmp_path):
     out, ranks, _ = ddp_results
     gan, single = ranks[0]["gan"], _single("gan", tmp_path)
     assert any("d_loss" in h for h in gan["history"])
-    _assert_close(gan["state"], single["state"], atol=1e-4)
+    _assert_close(gan["state"], single["state"], atol=1e-4)  # measured: max |dw| 6e-8
     assert gan["state"]["lecam_real"] == pytest.approx(float(single["state"]["lecam_real"]), rel=1e-4)
 
 
