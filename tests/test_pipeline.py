@@ -26,7 +26,8 @@ def test_smoke_report_end_to_end(tmp_path):
     assert disk["status"] == "ok" and disk["provenance"]["profile"] == "smoke"
     assert set(names) <= set(disk["wall_time_s"]) and disk["wall_time_s"]["total"] > 0
     m = disk["metrics"]
-    for key in ("data/frames_per_s", "tokenizer/psnr_db", "tokenizer/codebook_utilisation",
+    for key in ("data/frames_per_s", "tokenizer/psnr_db", "tokenizer/codebook_utilisation", "tokenizer/bits_per_pixel",
+                "tokenizer/jpeg_psnr_db_at_same_rate", "tokenizer/compare/fsq/entropy_bits_per_pixel",
                 "seg/fg_iou/unet", "seg/fg_iou/tokenizer/conv", "seg/fg_iou/colour_baseline",
                 *(f"tokenizer/compare/{q}/psnr_db" for q in ("vq", "lfq", "fsq"))):
         assert isinstance(m[key], (int, float)), key

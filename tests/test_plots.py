@@ -35,3 +35,14 @@ def test_gif_html_is_an_animated_gif():
     data = base64.b64decode(tag.split("base64,")[1].split('"')[0])
     img = Image.open(io.BytesIO(data))
     assert img.format == "GIF" and img.n_frames == 4 and img.size == ((8 * 2 + 2) * 2, 16)
+
+
+def test_rate_distortion_figure():
+    ref = {"jpeg": [{"bits_per_pixel": 0.1, "psnr_db": 20.0}, {"bits_per_pixel": 1.0, "psnr_db": 27.0}],
+           "resample_psnr_db": {"2x": 28.0, "4x": 24.0}}
+    ax = plots.rate_distortion(ref, {"vq": (0.31, 0.28, 21.0), "lfq": (0.31, 0.30, 21.5)})
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels[0].startswith("JPEG") and labels[-2:] == ["vq", "lfq"] and len(labels) == 5
+    assert ax.get_xscale() == "log"
+    import matplotlib.pyplot as plt
+    plt.close(ax.figure)

@@ -11,6 +11,7 @@ import base64
 import io
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 import numpy as np
 from PIL import Image
 
@@ -95,3 +96,32 @@ def image_grid(rows: list[list[np.ndarray]], *, row_titles=None, col_titles=None
                 ax.set_ylabel(row_titles[i], fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def rate_distortion(reference: dict, points: dict[str, tuple[float, float, float]], ax=None):
+    """PSNR against bits per pixel: the JPEG curve and resampling baselines of
+    `vpe_lib.eval.rate_distortion.rate_distortion_reference`, and tokenizers as
+    ``{name: (nominal bpp, entropy bpp, psnr_db)}`` (a filled marker at the nominal rate, a
+    hollow one at the entropy rate, joined)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.6))
+    jpeg = reference["jpeg"]
+    ax.plot([p["bits_per_pixel"] for p in jpeg], [p["psnr_db"] for p in jpeg], "s-", color="0.45",
+            label="JPEG, per frame (scan bits)")
+    for (name, db), style in zip(reference["resample_psnr_db"].items(), (":", "--")):
+        ax.axhline(db, color="0.6", linestyle=style, label=f"area down {name} + bicubic up (unquantised)")
+    for i, (name, (nominal, entropy, db)) in enumerate(points.items()):
+        colour = f"C{i}"
+        ax.plot([entropy, nominal], [db, db], "-", color=colour, alpha=0.6)
+        ax.plot(nominal, db, "o", color=colour, label=name)
+        ax.plot(entropy, db, "o", mfc="none", color=colour)
+    ax.set_xscale("log")
+    ticks = [v * 10.0**e for e in range(-3, 2) for v in (1, 2, 5)]  # 1-2-5 labels, no crowded minor ones
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("bits per pixel (tokenizer: ● log2 codebook, ○ code entropy)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return ax

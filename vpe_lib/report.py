@@ -200,6 +200,8 @@ def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
         ("PushWorld generation (frames/s, one process)", m.get("data/frames_per_s"), 0),
         ("Tokenizer PSNR on held-out clips (dB)", m.get("tokenizer/psnr_db"), 2),
         ("Tokenizer codebook utilisation", m.get("tokenizer/codebook_utilisation"), 3),
+        ("Tokenizer rate (bits per pixel, log2 codebook per token)", m.get("tokenizer/bits_per_pixel"), 3),
+        ("JPEG PSNR at that rate, same frames (dB)", m.get("tokenizer/jpeg_psnr_db_at_same_rate"), 2),
         ("UNet − colour baseline (fg IoU)", m.get("results/unet_minus_colour_baseline"), 3),
         ("Frozen tokenizer head − UNet (fg IoU)", m.get("results/tokenizer_minus_unet"), 3),
     ]

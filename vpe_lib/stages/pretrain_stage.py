@@ -16,6 +16,7 @@ from vpe_lib.config import PretrainConfig, RunConfig, load_config
 from vpe_lib.data.samplers import ClipBatches, from_unit_range
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.eval.metrics import psnr, ssim
+from vpe_lib.eval.rate_distortion import rate_distortion_reference, token_bits_per_pixel
 from vpe_lib.models.tokenizer import TokenizerConfig, VQVAE3D, codebook_stats
 from vpe_lib.models.tokenizer_loss import TokenizerTrainer, tokenizer_state_dict
 from vpe_lib.stages.common import require, write_metrics
@@ -56,6 +57,16 @@ def evaluate_tokenizer(model: VQVAE3D, clips: torch.Tensor, *, batch_size: int =
         "codebook_perplexity": stats["perplexity"],
         "dead_codes": stats["dead_codes"],
     }
+
+
+def token_rates(model: VQVAE3D, clips: torch.Tensor, perplexity: float) -> dict[str, float]:
+    """Bits per pixel of the model's token grid for these clips: nominal (log2 of the codebook
+    size per token) and entropy (log2 of the perplexity of the codes in use)."""
+    _, _, t, h, w = clips.shape
+    n_tokens, n_pixels = math.prod(model.latent_shape(t, h, w)), t * h * w
+    return {"bits_per_pixel": token_bits_per_pixel(n_tokens, n_pixels, model.cfg.codebook_size),
+            "entropy_bits_per_pixel": token_bits_per_pixel(n_tokens, n_pixels, model.cfg.codebook_size,
+                                                           perplexity=max(perplexity, 1.0))}
 
 
 def train_tokenizer(tok_cfg: TokenizerConfig, p: PretrainConfig, train_cfg: TrainConfig, train_store: PushWorldStore,
@@ -101,9 +112,11 @@ def run_quantizer_comparison(cfg: RunConfig, train_store: PushWorldStore, eval_c
                                     eval_every=max(1, p.compare_steps // 4), ckpt_every=0)
     for q in p.compare_quantizers:
         tok_cfg = quantizer_variant(p.tokenizer, q)
-        _, result, final = train_tokenizer(tok_cfg, p, train_cfg, train_store, eval_clips, out / "compare" / q,
-                                           desc=f"tokenizer [{q}]")
-        for k in ("psnr_db", "ssim", "codebook_utilisation", "codebook_perplexity", "dead_codes"):
+        model, result, final = train_tokenizer(tok_cfg, p, train_cfg, train_store, eval_clips,
+                                               out / "compare" / q, desc=f"tokenizer [{q}]")
+        final.update(token_rates(model, eval_clips, final["codebook_perplexity"]))
+        for k in ("psnr_db", "ssim", "codebook_utilisation", "codebook_perplexity", "dead_codes",
+                  "bits_per_pixel", "entropy_bits_per_pixel"):
             metrics[f"tokenizer/compare/{q}/{k}"] = final[k]
         metrics[f"tokenizer/compare/{q}/codebook_size"] = tok_cfg.codebook_size
         metrics[f"tokenizer/compare/{q}/train_clips_per_s"] = result.items_per_s
@@ -127,6 +140,10 @@ def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bo
     np.savez_compressed(out / "samples.npz", original=from_unit_range(shown), recon=from_unit_range(recon))
 
     n_params = sum(p_.numel() for p_ in model.parameters())  # the tokenizer alone, not the discriminator
+    # Yardsticks on the same held-out frames: what PSNR does JPEG reach at the tokenizer's rate?
+    rates = token_rates(model, eval_clips, final["codebook_perplexity"])
+    frames = from_unit_range(eval_clips).transpose(0, 2, 3, 4, 1).reshape(-1, *eval_clips.shape[-2:], 3)
+    reference = rate_distortion_reference(frames, token_bpp=rates["bits_per_pixel"])
     metrics = {
         "tokenizer/psnr_db": final["psnr_db"],
         "tokenizer/ssim": final["ssim"],
@@ -137,9 +154,17 @@ def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bo
         "tokenizer/train_wall_s": result.wall_time_s,
         "tokenizer/steps": result.step,
         "tokenizer/params": n_params,
+        "tokenizer/bits_per_pixel": rates["bits_per_pixel"],
+        "tokenizer/entropy_bits_per_pixel": rates["entropy_bits_per_pixel"],
+        "tokenizer/resample2x_psnr_db": reference["resample_psnr_db"]["2x"],
+        "tokenizer/resample4x_psnr_db": reference["resample_psnr_db"]["4x"],
     }
+    if math.isfinite(reference["jpeg_psnr_db_at_token_rate"]):  # NaN: rate outside JPEG's range
+        metrics["tokenizer/jpeg_psnr_db_at_same_rate"] = reference["jpeg_psnr_db_at_token_rate"]
     if p.compare_quantizers:
         metrics.update(run_quantizer_comparison(cfg, train_store, eval_clips, out, progress=progress))
+    finite = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in reference.items()}
+    (out / "rate_distortion.json").write_text(json.dumps(finite, indent=1))  # NaN -> null: strict JSON
     write_metrics(out, metrics)
     return metrics
 
