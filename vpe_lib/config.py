@@ -164,7 +164,8 @@ def _cpu() -> RunConfig:
                 codebook_size=1024,
                 clip_frames=4,
             ),
-            train=TrainConfig(steps=600, batch_size=8, lr=1e-3, warmup_steps=50, log_every=20, eval_every=100, ckpt_every=100),
+            # lr measured at 300 steps (held-out PSNR): 2e-3 17.4 dB, 1e-3 19.3, 5e-4 21.1, 2.5e-4 21.2
+            train=TrainConfig(steps=800, batch_size=8, lr=5e-4, warmup_steps=50, log_every=20, eval_every=100, ckpt_every=100),
             n_eval_clips=64,
             compare_quantizers=("vq", "lfq", "fsq"),
             compare_steps=120,  # ~4 minutes for the three on 2 cores
