@@ -69,3 +69,19 @@ def test_quantizer_rows_from_flat_metrics():
     assert [r["quantizer"] for r in rows] == ["fsq", "vq"]
     assert rows[1]["psnr_db"] == 20.0 and rows[1]["codebook_size"] == 1024 and rows[0]["codebook_size"] is None
     assert quantizer_rows({"tokenizer/psnr_db": 1.0}) == []
+
+
+def test_provenance_is_taken_before_the_notebooks_run(tmp_path, monkeypatch):
+    """The report records the commit and dirty flag of the code that ran, not of the tree as it
+    is minutes later when the run ends."""
+    import vpe_lib.report as report
+
+    calls = []
+    monkeypatch.setattr(report, "ensure_kernel", lambda: "k")
+    monkeypatch.setattr(report, "provenance", lambda profile, started: calls.append("provenance") or
+                        {"commit": "c", "dirty": False, "profile": profile, "start_time": "t", "torch": "x",
+                         "hardware": {"cpu_count": 2, "gpu": None}})
+    monkeypatch.setattr(report, "run_notebook", lambda nb, *a, **k: calls.append(nb.stem))
+    summary = build_report("smoke", tmp_path / "run", tmp_path / "out", only=["01_data", "02_pretrain"])
+    assert calls == ["provenance", "01_data", "02_pretrain"]
+    assert summary["provenance"]["commit"] == "c"

@@ -113,6 +113,9 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
     (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     kernel = kernel or ensure_kernel()
     started = dt.datetime.now(dt.timezone.utc)
+    # The commit and tree state of the code that runs, taken now: edits made while the report
+    # runs (it takes minutes) must not mark it dirty, nor a commit made meanwhile claim it.
+    prov = provenance(profile, started)
     params = {"profile": profile, "run_dir": str(run_dir), "overrides": dict(overrides or {}), "progress": False}
     wall: dict[str, float] = {}
     pages: list[tuple[str, str]] = []
@@ -142,7 +145,7 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
     except FileNotFoundError:
         metrics = {}  # a failed run: the index still links the pages that exist
     summary = {
-        "provenance": provenance(profile, started),
+        "provenance": prov,
         "wall_time_s": {k: round(v, 2) for k, v in wall.items()},
         "metrics": metrics,
         "status": "failed" if error else "ok",
