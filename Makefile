@@ -8,7 +8,7 @@ PROFILE ?= cpu
 RUN_DIR ?= runs/$(PROFILE)
 REPORT_DIR ?= reports
 
-.PHONY: install report test test-fast lab bench bench-tokenizer clean
+.PHONY: install report test test-fast lab bench bench-tokenizer bench-mfu clean
 
 install: $(STAMP)
 
@@ -54,6 +54,11 @@ $(BENCH_STAMP): pyproject.toml
 
 bench-tokenizer: $(BENCH_STAMP)
 	$(BENCH_BIN)/python bench/bench_tokenizer.py $(BENCH_ARGS)
+
+# Training throughput and model FLOP utilisation of the BAIR-preset tokenizer (bf16 on a GPU);
+# e.g. make bench-mfu BENCH_ARGS="--batch 32 --compile"
+bench-mfu: $(STAMP)
+	$(BIN)/python bench/bench_tokenizer_mfu.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
