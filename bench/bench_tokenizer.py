@@ -18,6 +18,8 @@ ratios ours / theirs:
 
 * training throughput (clips/s) over the steps after the first ``--warmup`` ones, counting only
   forward + backward + optimiser step;
+* work per clip (FLOPs of one forward + backward, counted by torch.utils.flop_counter) and the
+  resulting compute rate (GFLOP/s), which separates "less work per clip" from "faster kernels";
 * peak memory: CPU: peak RSS (ru_maxrss) minus the RSS before the model is built, i.e. model,
   gradients, optimiser state and activations; CUDA: torch.cuda.max_memory_allocated;
 * time to reach ``--target-psnr`` dB on the held-out clips (linearly interpolated between
@@ -228,6 +230,15 @@ def worker(args) -> None:
     opt = torch.optim.AdamW(param_groups(model.params, 0.01), lr=args.lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / args.lr_warmup))
     codes_shape = model.codes_shape(eval_clips[:1])
+    # Work per clip, counted (convs and matmuls of one forward + backward at batch 1), so that
+    # clips/s can be told apart from FLOP/s: the two models do not cost the same per clip.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.loss(eval_clips[:1]).backward()
+    opt.zero_grad(set_to_none=True)
+    gflop_per_clip = counter.get_total_flops() / 1e9
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -276,6 +287,8 @@ def worker(args) -> None:
         "steps": len(step_times),
         "train_s": round(train_s, 2),
         "clips_per_s": args.batch_size * len(timed) / sum(timed),
+        "train_gflop_per_clip": gflop_per_clip,
+        "gflop_per_s": gflop_per_clip * args.batch_size * len(timed) / sum(timed),
         "timed_steps": len(timed),
         "step_s_median": float(np.median(timed)),
         "clips_per_s_from_median_step": args.batch_size / float(np.median(timed)),  # robust to a noisy host
@@ -428,6 +441,8 @@ def main(argv=None) -> dict:
         summary["throughput_ratio"] = o["clips_per_s"] / t["clips_per_s"]
         summary["peak_mem_ratio"] = o["peak_mem_mb"] / t["peak_mem_mb"] if t["peak_mem_mb"] > 0 else None
         summary["params_ratio"] = o["params"] / t["params"]
+        summary["flop_per_clip_ratio"] = o["train_gflop_per_clip"] / t["train_gflop_per_clip"]
+        summary["flop_rate_ratio"] = o["gflop_per_s"] / t["gflop_per_s"]
         summary["time_to_target"] = {**speedup(o["time_to_target"], t["time_to_target"], t["train_s"], o["train_s"]),
                                      "ours_s": (o["time_to_target"] or {}).get("s"),
                                      "theirs_s": (t["time_to_target"] or {}).get("s")}
@@ -447,6 +462,9 @@ def main(argv=None) -> dict:
               f"({o['clips_per_s']:.3f} vs {t['clips_per_s']:.3f} clips/s); "
               f"peak memory ours / theirs = {summary['peak_mem_ratio']:.2f}; "
               f"params {o['params'] / 1e6:.2f}M vs {t['params'] / 1e6:.2f}M")
+        print(f"work: {o['train_gflop_per_clip']:.1f} vs {t['train_gflop_per_clip']:.1f} GFLOP per clip (fwd+bwd, "
+              f"{summary['flop_per_clip_ratio']:.2f}x); compute rate {o['gflop_per_s']:.1f} vs "
+              f"{t['gflop_per_s']:.1f} GFLOP/s ({summary['flop_rate_ratio']:.2f}x)")
         fmt = lambda s: "not reached" if s is None else f"{s:.0f} s"  # noqa: E731
         sp = "n/a" if tt["speedup"] is None else f"{tt['speedup']:.2f}x"
         print(f"time to {args.target_psnr:g} dB: ours {fmt(tt['ours_s'])}, theirs {fmt(tt['theirs_s'])} -> "
