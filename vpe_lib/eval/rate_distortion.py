@@ -82,10 +82,13 @@ def resample_psnr(frames: np.ndarray, factor: int) -> float:
     return psnr_uint8(up.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy(), frames)
 
 
+def _log_rates_and_psnrs(curve: Sequence[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.log([p["bits_per_pixel"] for p in curve]), np.array([p["psnr_db"] for p in curve])
+
+
 def psnr_at_rate(curve: Sequence[dict[str, float]], bits_per_pixel: float) -> float:
     """The curve's PSNR at a rate, linear in log(rate) between its points; NaN outside them."""
-    rates = np.log([p["bits_per_pixel"] for p in curve])
-    psnrs = np.array([p["psnr_db"] for p in curve])
+    rates, psnrs = _log_rates_and_psnrs(curve)
     r = math.log(bits_per_pixel)
     if not rates[0] <= r <= rates[-1]:
         return float("nan")
@@ -94,8 +97,7 @@ def psnr_at_rate(curve: Sequence[dict[str, float]], bits_per_pixel: float) -> fl
 
 def rate_at_psnr(curve: Sequence[dict[str, float]], psnr_db: float) -> float:
     """The rate at which the curve reaches a PSNR (inverse of `psnr_at_rate`); NaN outside it."""
-    rates = np.log([p["bits_per_pixel"] for p in curve])
-    psnrs = np.array([p["psnr_db"] for p in curve])
+    rates, psnrs = _log_rates_and_psnrs(curve)
     if not psnrs[0] <= psnr_db <= psnrs[-1] or np.any(np.diff(psnrs) <= 0):
         return float("nan")
     return float(np.exp(np.interp(psnr_db, psnrs, rates)))

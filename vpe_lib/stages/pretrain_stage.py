@@ -19,7 +19,7 @@ from vpe_lib.eval.metrics import psnr, ssim
 from vpe_lib.eval.rate_distortion import rate_distortion_reference, token_bits_per_pixel
 from vpe_lib.models.tokenizer import TokenizerConfig, VQVAE3D, codebook_stats
 from vpe_lib.models.tokenizer_loss import TokenizerTrainer, tokenizer_state_dict
-from vpe_lib.stages.common import require, write_metrics
+from vpe_lib.stages.common import require, write_json, write_metrics
 from vpe_lib.train.loop import TrainConfig, train
 
 
@@ -163,8 +163,7 @@ def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bo
         metrics["tokenizer/jpeg_psnr_db_at_same_rate"] = reference["jpeg_psnr_db_at_token_rate"]
     if p.compare_quantizers:
         metrics.update(run_quantizer_comparison(cfg, train_store, eval_clips, out, progress=progress))
-    finite = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in reference.items()}
-    (out / "rate_distortion.json").write_text(json.dumps(finite, indent=1))  # NaN -> null: strict JSON
+    write_json(out / "rate_distortion.json", reference)  # atomic; NaN (no JPEG point there) -> null
     write_metrics(out, metrics)
     return metrics
 
