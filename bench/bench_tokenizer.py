@@ -71,6 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from vpe_lib.data.pushworld import PushWorldConfig, generate_video  # noqa: E402
 from vpe_lib.eval.metrics import psnr  # noqa: E402
 from vpe_lib.models.tokenizer import TokenizerConfig, VQVAE3D, count_params  # noqa: E402
+from bench_tokenizer_mfu import count_train_flops  # noqa: E402  (this folder is sys.path[0] when run)
 
 MODELS = ("ours", "theirs")
 TARGET_SPEEDUP = 3.0  # issue target: ours at least 3x faster to the same PSNR
@@ -232,13 +233,8 @@ def worker(args) -> None:
     codes_shape = model.codes_shape(eval_clips[:1])
     # Work per clip, counted (convs and matmuls of one forward + backward at batch 1), so that
     # clips/s can be told apart from FLOP/s: the two models do not cost the same per clip.
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model.loss(eval_clips[:1]).backward()
+    gflop_per_clip = count_train_flops(lambda: model.loss(eval_clips[:1])) / 1e9
     opt.zero_grad(set_to_none=True)
-    gflop_per_clip = counter.get_total_flops() / 1e9
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
 

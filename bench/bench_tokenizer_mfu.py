@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
@@ -30,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from vpe_lib.models.tokenizer import TokenizerConfig, VQVAE3D  # noqa: E402
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig, TokenizerTrainer  # noqa: E402
+from vpe_lib.train.loop import _autocast  # noqa: E402  (the training loop's own bf16 autocast)
 
 TARGET_MFU = 0.35
 # Dense peak TFLOP/s (no sparsity) by GPU name fragment and precision: NVIDIA data sheets (SXM parts).
@@ -48,21 +50,18 @@ def peak_tflops(device: torch.device, amp: str) -> float | None:
     return None
 
 
-def count_train_flops(trainer: TokenizerTrainer, clip: torch.Tensor) -> int:
-    """FLOPs of one forward + backward of one clip (batch 1)."""
+def count_train_flops(loss_fn) -> int:
+    """FLOPs (convs and matmuls) of one forward + backward: ``loss_fn()`` then ``.backward()``.
+    The caller clears the gradients it leaves. Also used by bench_tokenizer.py."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
-        loss, _ = trainer(clip)
-        loss.backward()
-    trainer.zero_grad(set_to_none=True)
+        loss_fn().backward()
     return int(counter.get_total_flops())
 
 
-def run(args: argparse.Namespace) -> dict:
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+def run(args: argparse.Namespace, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -72,16 +71,16 @@ def run(args: argparse.Namespace) -> dict:
     model = VQVAE3D(cfg=cfg).to(device).channels_last_()
     trainer = TokenizerTrainer(model, TokenizerLossConfig()).to(device)
     shape = (cfg.in_channels, cfg.clip_frames, args.side, args.side)
-    flops_per_clip = count_train_flops(trainer, torch.rand(1, *shape, device=device) * 2 - 1)
+    one_clip = torch.rand(1, *shape, device=device) * 2 - 1
+    flops_per_clip = count_train_flops(lambda: trainer(one_clip)[0])
+    trainer.zero_grad(set_to_none=True)
 
     step_fn = torch.compile(trainer) if args.compile else trainer
     opt = torch.optim.AdamW(trainer.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=0.01)
     clips = (torch.rand(args.batch, *shape, device=device) * 2 - 1).contiguous(memory_format=torch.channels_last_3d)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.amp == "bf16"
-                else torch.autocast(device.type, enabled=False))
 
     def step() -> float:
-        with autocast:
+        with _autocast(args.amp, device):
             loss, _ = step_fn(clips)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainer.parameters(), 1.0)
@@ -99,7 +98,7 @@ def run(args: argparse.Namespace) -> dict:
     losses = [step() for _ in range(args.steps)]
     sync()
     elapsed = time.perf_counter() - start
-    if not all(map(lambda v: v == v and abs(v) != float("inf"), losses)):
+    if not all(math.isfinite(v) for v in losses):
         raise RuntimeError(f"non-finite loss in the timed steps: {losses}")
 
     clips_per_s = args.batch * args.steps / elapsed
@@ -134,9 +133,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--out", default="bench/results/tokenizer_mfu.json")
     args = ap.parse_args(argv)
+    device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
     if args.amp is None:
-        args.amp = "bf16" if (args.device != "cpu" and torch.cuda.is_available()) else "off"
-    r = run(args)
+        args.amp = "bf16" if device.type == "cuda" else "off"
+    r = run(args, device)
     mfu = f"{r['mfu']:.1%} of {r['peak_tflops']:.3g} TFLOP/s (target {TARGET_MFU:.0%})" if r["mfu"] is not None \
         else "no known peak for this device (pass --peak-tflops)"
     print(f"{r['preset']} tokenizer{' (causal)' if r['causal'] else ''}: {r['params'] / 1e6:.1f}M params, "
