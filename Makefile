@@ -8,7 +8,7 @@ PROFILE ?= cpu
 RUN_DIR ?= runs/$(PROFILE)
 REPORT_DIR ?= reports
 
-.PHONY: install report test test-fast lab bench bench-tokenizer bench-mfu clean
+.PHONY: install report test test-fast lab bench bench-tokenizer bench-mfu bench-rate clean
 
 install: $(STAMP)
 
@@ -59,6 +59,11 @@ bench-tokenizer: $(BENCH_STAMP)
 # e.g. make bench-mfu BENCH_ARGS="--batch 32 --compile"
 bench-mfu: $(STAMP)
 	$(BIN)/python bench/bench_tokenizer_mfu.py $(BENCH_ARGS)
+
+# Held-out PSNR vs bits per pixel of the profile's tokenizer at several token grids, beside JPEG;
+# needs the run's data stage (make report, or the 01_data notebook). e.g. BENCH_ARGS="--steps 300"
+bench-rate: $(STAMP)
+	$(BIN)/python bench/tokenizer_rate_sweep.py --profile $(PROFILE) --run-dir $(RUN_DIR) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -10,7 +10,7 @@ from pathlib import Path
 from vpe_lib.config import PROFILES, ConfigError, config_to_dict, get_config
 
 
-def _parse_overrides(items: list[str]) -> dict:
+def parse_overrides(items: list[str]) -> dict:
     """`--set a.b=3 --set c=[1,2]`: values are JSON where they parse as JSON, else strings."""
     out = {}
     for item in items:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        overrides = _parse_overrides(args.overrides)
+        overrides = parse_overrides(args.overrides)
         if args.command == "config":
             print(json.dumps(config_to_dict(get_config(args.profile, overrides)), indent=2))
         elif args.command == "generate":

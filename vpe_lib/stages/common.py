@@ -56,14 +56,19 @@ def start_stage(profile: str, run_dir: str | Path, stage: str, overrides: dict[s
 
 
 def _jsonable(value: Any) -> Any:
+    """NaN / inf -> None at any depth (JSON has no NaN; None reads back as "not measured")."""
     if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN; None reads back as "not measured"
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
     return value
 
 
 def write_json(path: Path, data: dict) -> Path:
     """Atomic JSON write (temp file + rename): a killed run never leaves half a file."""
-    return atomic_write_text(json.dumps({k: _jsonable(v) for k, v in data.items()}, indent=2, sort_keys=True) + "\n", path)
+    return atomic_write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n", path)
 
 
 def write_metrics(out_dir: Path, metrics: dict[str, float]) -> Path:
