@@ -34,12 +34,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from vpe_lib.cli import parse_overrides  # noqa: E402
 from vpe_lib.config import get_config  # noqa: E402
-from vpe_lib.data.samplers import ClipBatches, from_unit_range  # noqa: E402
+from vpe_lib.data.samplers import ClipBatches  # noqa: E402
 from vpe_lib.data.store import PushWorldStore  # noqa: E402
 from vpe_lib.eval.rate_distortion import jpeg_curve, psnr_at_rate, rate_at_psnr, resample_psnr  # noqa: E402
 from vpe_lib.models.tokenizer import TokenizerConfig  # noqa: E402
 from vpe_lib.stages.common import require, write_json  # noqa: E402
-from vpe_lib.stages.pretrain_stage import token_rates, train_tokenizer  # noqa: E402
+from vpe_lib.stages.pretrain_stage import clip_frames_uint8, token_rates, train_tokenizer  # noqa: E402
 
 DEFAULT_GRIDS = ("2x4", "2x2", "1x2")
 
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
     train_cfg = dataclasses.replace(p.train, steps=steps, progress=not args.no_progress)
 
     eval_clips = ClipBatches(test_store, clip_frames=p.tokenizer.clip_frames, batch_size=1).fixed(p.n_eval_clips)
-    frames = from_unit_range(eval_clips).transpose(0, 2, 3, 4, 1).reshape(-1, *eval_clips.shape[-2:], 3)
+    frames = clip_frames_uint8(eval_clips)
     curve = jpeg_curve(frames)  # the same frames as the pretrain stage's R-D figure
     rows = []
     for grid, tok in configs.items():

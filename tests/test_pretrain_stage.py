@@ -35,3 +35,18 @@ def test_collapsed_codebook_warns():
     with pytest.warns(UserWarning, match="codebook collapsing"):
         m = evaluate_tokenizer(model, clips)
     assert m["codebook_utilisation"] < 0.25
+
+
+def test_clip_frames_uint8_keeps_clip_then_time_order():
+    from vpe_lib.stages.pretrain_stage import clip_frames_uint8
+
+    clips = torch.zeros(2, 3, 4, 8, 8)
+    for b in range(2):
+        for t in range(4):
+            clips[b, :, t] = -1 + 0.1 * (4 * b + t)  # a distinct grey level per frame
+    clips[:, 1] += 0.05  # and a channel offset, so channels stay last
+    frames = clip_frames_uint8(clips)
+    assert frames.shape == (8, 8, 8, 3) and frames.dtype.name == "uint8"
+    means = frames[:, :, :, 0].reshape(8, -1).mean(1)
+    assert list(means.argsort()) == list(range(8))  # frame i of the batch is clip i // 4, time i % 4
+    assert (frames[..., 1] >= frames[..., 0]).all() and (frames[..., 1] > frames[..., 2]).any()

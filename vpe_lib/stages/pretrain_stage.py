@@ -69,6 +69,11 @@ def token_rates(model: VQVAE3D, clips: torch.Tensor, perplexity: float) -> dict[
                                                            perplexity=max(perplexity, 1.0))}
 
 
+def clip_frames_uint8(clips: torch.Tensor) -> np.ndarray:
+    """Clips b c t h w in [-1, 1] -> their frames as uint8 (b*t, h, w, c), what the R-D yardsticks read."""
+    return from_unit_range(clips).transpose(0, 2, 3, 4, 1).reshape(-1, *clips.shape[-2:], clips.shape[1])
+
+
 def train_tokenizer(tok_cfg: TokenizerConfig, p: PretrainConfig, train_cfg: TrainConfig, train_store: PushWorldStore,
                     eval_clips: torch.Tensor, out: Path, *, desc: str = "tokenizer"):
     """Train one tokenizer into `out` (resumes from out/checkpoint.pt); returns (model, TrainResult, eval metrics)."""
@@ -142,8 +147,7 @@ def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bo
     n_params = sum(p_.numel() for p_ in model.parameters())  # the tokenizer alone, not the discriminator
     # Yardsticks on the same held-out frames: what PSNR does JPEG reach at the tokenizer's rate?
     rates = token_rates(model, eval_clips, final["codebook_perplexity"])
-    frames = from_unit_range(eval_clips).transpose(0, 2, 3, 4, 1).reshape(-1, *eval_clips.shape[-2:], 3)
-    reference = rate_distortion_reference(frames, token_bpp=rates["bits_per_pixel"])
+    reference = rate_distortion_reference(clip_frames_uint8(eval_clips), token_bpp=rates["bits_per_pixel"])
     metrics = {
         "tokenizer/psnr_db": final["psnr_db"],
         "tokenizer/ssim": final["ssim"],
