@@ -1,20 +1,13 @@
 """bench/bench_tokenizer_mfu.py at the smallest scale on CPU (the real run is on a GPU)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_tokenizer_mfu.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_tokenizer_mfu", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_bench):
+    return load_bench("bench_tokenizer_mfu")
 
 
 def test_counts_flops_and_reports_mfu(bench, tmp_path):

@@ -1,9 +1,7 @@
 """bench/tokenizer_rate_sweep.py: token grids, and a run at the smoke profile on a tiny dataset."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
@@ -12,15 +10,10 @@ from vpe_lib.data.store import build_dataset
 from vpe_lib.models import TokenizerConfig, VQVAE3D
 from vpe_lib.stages.common import MissingArtifactError, write_json
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "tokenizer_rate_sweep.py"
-
 
 @pytest.fixture(scope="module")
-def sweep():
-    spec = importlib.util.spec_from_file_location("tokenizer_rate_sweep", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def sweep(load_bench):
+    return load_bench("tokenizer_rate_sweep")
 
 
 @pytest.mark.parametrize("grid, t_flags, s_flags, latent", [
