@@ -36,7 +36,7 @@ from vpe_lib.cli import parse_overrides  # noqa: E402
 from vpe_lib.config import get_config  # noqa: E402
 from vpe_lib.data.samplers import ClipBatches  # noqa: E402
 from vpe_lib.data.store import PushWorldStore  # noqa: E402
-from vpe_lib.eval.rate_distortion import jpeg_curve, psnr_at_rate, rate_at_psnr, resample_psnr  # noqa: E402
+from vpe_lib.eval.rate_distortion import psnr_at_rate, rate_distortion_reference  # noqa: E402
 from vpe_lib.models.tokenizer import TokenizerConfig  # noqa: E402
 from vpe_lib.stages.common import require, write_json  # noqa: E402
 from vpe_lib.stages.pretrain_stage import clip_frames_uint8, token_rates, train_tokenizer  # noqa: E402
@@ -54,6 +54,16 @@ def parse_grid(text: str) -> tuple[int, int]:
         if v < 1 or v & (v - 1):
             raise ValueError(f"grid {text!r}: factors must be powers of two >= 1")
     return t, s
+
+
+def parse_grids(text: str) -> list[str]:
+    """'2x4,2x2' -> ['2x4', '2x2'], each checked by parse_grid."""
+    grids = [g.strip() for g in text.split(",") if g.strip()]
+    if not grids:
+        raise ValueError(f"no token grid in {text!r}")
+    for g in grids:
+        parse_grid(g)
+    return grids
 
 
 def grid_config(tok: TokenizerConfig, grid: str) -> TokenizerConfig:
@@ -74,21 +84,20 @@ def run(args: argparse.Namespace) -> dict:
     run_dir = Path(args.run_dir or f"runs/{cfg.profile}")
     data = require(run_dir, "data", "pushworld/manifest.json") / "pushworld"
     train_store, test_store = PushWorldStore(data, "train"), PushWorldStore(data, "test")
-    grids = [g.strip() for g in args.grids.split(",") if g.strip()]
-    configs = {g: grid_config(p.tokenizer, g) for g in grids}  # bad grids fail before any training
+    configs = {g: grid_config(p.tokenizer, g) for g in args.grids}  # too coarse for the model: fails before training
     steps = args.steps or p.train.steps
     train_cfg = dataclasses.replace(p.train, steps=steps, progress=not args.no_progress)
 
     eval_clips = ClipBatches(test_store, clip_frames=p.tokenizer.clip_frames, batch_size=1).fixed(p.n_eval_clips)
-    frames = clip_frames_uint8(eval_clips)
-    curve = jpeg_curve(frames)  # the same frames as the pretrain stage's R-D figure
+    # the same yardsticks on the same frames as the pretrain stage's R-D figure
+    reference = rate_distortion_reference(clip_frames_uint8(eval_clips))
     rows = []
     for grid, tok in configs.items():
         t0 = time.perf_counter()
         model, result, final = train_tokenizer(tok, p, train_cfg, train_store, eval_clips,
                                                run_dir / "rate_sweep" / f"{grid}_{steps}", desc=f"tokenizer [{grid}]")
         rates = token_rates(model, eval_clips, final["codebook_perplexity"])
-        jpeg = psnr_at_rate(curve, rates["bits_per_pixel"])  # NaN beyond JPEG's range
+        jpeg = psnr_at_rate(reference["jpeg"], rates["bits_per_pixel"])  # NaN beyond JPEG's range
         rows.append({
             "grid": grid, "latent_shape": list(model.latent_shape(*eval_clips.shape[-3:])),
             "temporal_down": list(tok.temporal_down), "spatial_down": list(tok.spatial_down),
@@ -101,9 +110,7 @@ def run(args: argparse.Namespace) -> dict:
         "profile": cfg.profile, "run_dir": str(run_dir), "overrides": args.set, "steps": steps,
         "batch_size": p.train.batch_size, "lr": p.train.lr, "quantizer": p.tokenizer.quantizer,
         "codebook_size": p.tokenizer.codebook_size, "clip_frames": p.tokenizer.clip_frames,
-        "n_eval_clips": len(eval_clips), "grids": rows,
-        "jpeg": curve, "jpeg_bits_per_pixel_for_30db": rate_at_psnr(curve, 30.0),
-        "resample_psnr_db": {f"{f}x": resample_psnr(frames, f) for f in (2, 4)},
+        "n_eval_clips": len(eval_clips), "grids": rows, **reference,
         "host": {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                  "torch": torch.__version__},
     }
@@ -132,8 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="bench/results/tokenizer_rate_sweep.json")
     args = ap.parse_args(argv)
     try:
-        for g in args.grids.split(","):
-            parse_grid(g.strip())
+        args.grids = parse_grids(args.grids)
     except ValueError as err:
         ap.error(str(err))
     r = run(args)

@@ -90,3 +90,7 @@ def test_reference_bundle(frames):
     assert lo["bits_per_pixel"] < 0.5 < mid["bits_per_pixel"]
     assert lo["psnr_db"] < ref["jpeg_psnr_db_at_token_rate"] < mid["psnr_db"]
     assert math.isnan(rate_distortion_reference(frames, token_bpp=0.01, qualities=(50,))["jpeg_psnr_db_at_token_rate"])
+    # without a tokenizer rate: the same curve and baselines, no point at a rate
+    plain = rate_distortion_reference(frames, qualities=(5, 50, 95))
+    assert "jpeg_psnr_db_at_token_rate" not in plain
+    assert plain["jpeg"] == ref["jpeg"] and plain["resample_psnr_db"] == ref["resample_psnr_db"]

@@ -41,6 +41,8 @@ def test_missing_data_stage_names_it(sweep, tmp_path):
         sweep.main(["--profile", "smoke", "--run-dir", str(tmp_path), "--out", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit):  # a bad grid stops at argument parsing, before anything runs
         sweep.main(["--grids", "2x3"])
+    with pytest.raises(SystemExit):  # and so does an empty list
+        sweep.main(["--grids", " , "])
 
 
 def test_sweep_at_smoke_scale(sweep, tmp_path):

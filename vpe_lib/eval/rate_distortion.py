@@ -110,15 +110,18 @@ def token_bits_per_pixel(n_tokens: int, n_pixels: int, codebook_size: int, perpl
     return n_tokens * bits / n_pixels
 
 
-def rate_distortion_reference(frames: np.ndarray, *, token_bpp: float,
+def rate_distortion_reference(frames: np.ndarray, *, token_bpp: float | None = None,
                               qualities: Sequence[int] = JPEG_QUALITIES) -> dict:
-    """All yardsticks on the same frames: the JPEG curve, JPEG's PSNR at the tokenizer's rate,
-    and the 2x / 4x resampling baselines."""
+    """All yardsticks on the same frames: the JPEG curve, JPEG's PSNR at the tokenizer's rate
+    (when `token_bpp` is given; several tokenizers use `psnr_at_rate` on the curve), and the
+    2x / 4x resampling baselines."""
     curve = jpeg_curve(frames, qualities)
-    return {
+    reference = {
         "n_frames": int(len(frames)),
         "jpeg": curve,
-        "jpeg_psnr_db_at_token_rate": psnr_at_rate(curve, token_bpp),
         "jpeg_bits_per_pixel_for_30db": rate_at_psnr(curve, 30.0),
         "resample_psnr_db": {f"{f}x": resample_psnr(frames, f) for f in (2, 4)},
     }
+    if token_bpp is not None:
+        reference["jpeg_psnr_db_at_token_rate"] = psnr_at_rate(curve, token_bpp)
+    return reference
