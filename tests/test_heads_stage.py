@@ -1,17 +1,31 @@
-"""Pieces of the segmentation stage: cached frozen features, baselines, augmentation."""
+"""The segmentation study: protocol rules, cached features, baselines, and the stage at smoke scale."""
+
+import json
 
 import numpy as np
+import pytest
 import torch
 
-from vpe_lib.models.heads import ConvHead, SegmentationModel
+from vpe_lib.config import ConfigError, get_config
+from vpe_lib.eval.baselines import colour_baseline, fit_frame_difference, frame_difference
+from vpe_lib.models.encoders import TokenizerEncoder
+from vpe_lib.models.heads import SegmentationModel, build_head
 from vpe_lib.models.tokenizer import TokenizerConfig, VQVAE3D
 from vpe_lib.stages.heads_stage import (
     CachedFeatureBatches,
     HeadOnFeatures,
-    colour_baseline,
-    frozen_features,
-    predict_foreground,
+    encoder_features,
+    predict_probs,
     with_flips,
+)
+from vpe_lib.stages.seg_protocol import (
+    Method,
+    budget_index,
+    budget_videos,
+    choose_lr,
+    main_methods,
+    pct_name,
+    run_key,
 )
 
 TINY = TokenizerConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, temporal_down=(True,),
@@ -21,46 +35,91 @@ TINY = TokenizerConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1
 def _frames(n=6, size=16, seed=0):
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
-    masks = np.zeros((n, size, size), bool)
-    masks[:, 4:10, 4:10] = True
-    return frames, masks
+    labels = np.zeros((n, size, size), np.uint8)
+    labels[:, 4:10, 4:10] = 2
+    return frames, labels
+
+
+# -- protocol
+
+
+def test_label_budgets_are_by_video_paired_by_seed_and_nested_in_size():
+    vids = np.repeat(np.arange(50), 6)
+    a, b = budget_videos(vids, 10, seed=0), budget_videos(vids, 10, seed=0)
+    assert np.array_equal(a, b) and len(a) == 5  # the same videos for every method at one seed
+    assert not np.array_equal(a, budget_videos(vids, 10, seed=1))  # seeds vary the subset
+    assert len(budget_videos(vids, 1, seed=0)) == 1  # at least one video
+    assert np.array_equal(budget_videos(vids, 100, seed=3), np.arange(50))
+    idx = budget_index(vids, 10, seed=0)
+    assert set(np.unique(vids[idx])) == set(a) and len(idx) == 5 * 6  # every frame of a chosen video
+    with pytest.raises(ValueError, match="label budget"):
+        budget_videos(vids, 0, seed=0)
+    assert pct_name(10.0) == "labels10" and pct_name(1.0) == "labels1" and pct_name(0.5) == "labels0.5"
+
+
+def test_method_grid_and_names():
+    methods = main_methods(["tokenizer", "pixels"], ["conv"], ["frozen", "finetuned"])
+    names = [m.name for m in methods]
+    # pixels have no weights to fine-tune; the UNet always closes the grid
+    assert names == ["tokenizer/conv/frozen", "tokenizer/conv/finetuned", "pixels/conv/frozen", "unet"]
+    assert Method("tokenizer", "linear", "frozen", ("mid",), "probe-mid").name == "tokenizer/linear/frozen/probe-mid"
+    with pytest.raises(ValueError, match="unknown encoder"):
+        main_methods(["dino"], ["conv"], ["frozen"])
+
+
+def test_lr_choice_is_on_validation_with_ties_to_the_smaller_rate():
+    assert choose_lr({1e-3: 0.5, 3e-3: 0.6}) == 3e-3
+    assert choose_lr({1e-3: 0.6, 3e-3: 0.6}) == 1e-3
+    assert choose_lr({1e-3: float("nan"), 3e-3: 0.1}) == 3e-3
+    with pytest.raises(ValueError, match="no learning rate"):
+        choose_lr({1e-3: float("nan")})
+
+
+def test_run_key_changes_with_anything_that_determines_the_run():
+    base = run_key(Method("unet"), 10.0, 0, 1e-3, {"steps": 100})
+    assert base == run_key(Method("unet"), 10.0, 0, 1e-3, {"steps": 100})
+    assert base != run_key(Method("unet"), 10.0, 0, 1e-3, {"steps": 101})
+    assert base != run_key(Method("unet"), 10.0, 1, 1e-3, {"steps": 100})
+
+
+def test_seg_config_rejects_unknown_names():
+    with pytest.raises(ConfigError, match="seg.heads: unknown"):
+        get_config("smoke", {"seg.heads": ["mlp"]})
+    with pytest.raises(ConfigError, match="label_pcts"):
+        get_config("smoke", {"seg.label_pcts": [0]})
+    assert get_config("smoke", {"seg.label_pcts": [1, 10]}).seg.label_pcts == (1.0, 10.0)
+
+
+# -- caching and heads
 
 
 def test_head_on_cached_features_matches_the_full_model():
     torch.manual_seed(0)
-    enc = VQVAE3D(cfg=TINY).eval()
-    head = ConvHead(in_channels=enc.feature_channels, n_classes=2, hidden=8)
-    model = SegmentationModel(enc, head, frozen=True)
-    frames, masks = _frames()
-    feats = frozen_features(model, frames, batch_size=4, progress=False)
-    assert [f.dtype for f in feats] == [torch.float16] * len(enc.feature_channels)
-    batch_feats, batch_masks = CachedFeatureBatches(feats, masks, batch_size=3, seed=1)(0)
-    again, _ = CachedFeatureBatches(feats, masks, batch_size=3, seed=1)(0)
+    enc = TokenizerEncoder(VQVAE3D(cfg=TINY)).eval()
+    head = build_head("conv", enc.feature_info, n_classes=3, hidden=8)
+    model = SegmentationModel(enc, head, frozen=True).eval()
+    frames, labels = _frames()
+    feats = encoder_features(enc, frames, batch_size=4)
+    assert [f.dtype for f in feats] == [torch.float16] * len(enc.feature_info)
+    index = np.array([0, 2, 4])
+    batch_feats, batch_labels = CachedFeatureBatches(feats, labels, index, batch_size=3, seed=1)(0)
+    again, _ = CachedFeatureBatches(feats, labels, index, batch_size=3, seed=1)(0)
     assert all(torch.equal(a, b) for a, b in zip(batch_feats, again))
-    head_only = HeadOnFeatures(head, (16, 16), multi_level=True).eval()
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
-    with torch.no_grad():
-        full = model.eval()(x)
-        cached = head_only([f.float() for f in feats])
-    # the cache is float16: equal up to its rounding
-    assert torch.allclose(full, cached, atol=2e-2)
-    pred = predict_foreground(model, frames)
-    assert pred.shape == masks.shape and pred.dtype == bool
-
-
-def test_conv_head_max_resolution_caps_the_working_map():
-    head = ConvHead(in_channels=[4, 8], n_classes=2, hidden=8, max_resolution=8)
-    out = head([torch.randn(2, 4, 32, 32), torch.randn(2, 8, 16, 16)], size=(32, 32))
-    assert out.shape == (2, 2, 32, 32)
-    out.sum().backward()
-    assert all(torch.isfinite(p.grad).all() for p in head.parameters())
+    assert batch_labels.shape == (3, 16, 16)
+    full = predict_probs(model, frames).astype(np.float32)
+    cached = predict_probs(HeadOnFeatures(head, (16, 16)), feats).astype(np.float32)
+    assert np.allclose(full, cached, atol=2e-2)  # the cache is float16: equal up to its rounding
+    assert full.shape == (6, 3, 16, 16)
 
 
 def test_with_flips_doubles_consistently():
-    frames, masks = _frames(2)
-    masks[:, :, :2] = True
-    f2, m2 = with_flips(frames, masks)
-    assert len(f2) == 4 and np.array_equal(f2[2], frames[0, :, ::-1]) and m2[2, 0, -1] and not m2[2, 0, 0]
+    frames, labels = _frames(2)
+    labels[:, :, :2] = 1
+    f2, m2 = with_flips(frames, labels)
+    assert len(f2) == 4 and np.array_equal(f2[2], frames[0, :, ::-1]) and m2[2, 0, -1] == 1 and m2[2, 0, 0] == 0
+
+
+# -- baselines
 
 
 def test_colour_baseline_learns_a_colour_rule_and_fails_on_texture():
@@ -73,3 +132,54 @@ def test_colour_baseline_learns_a_colour_rule_and_fails_on_texture():
     noise = rng.integers(0, 255, frames.shape, dtype=np.uint8)  # colour independent of the mask
     pred = colour_baseline(noise, masks, noise, n_pixels=1000)
     assert (pred & masks).sum() / max((pred | masks).sum(), 1) < 0.5
+
+
+def test_frame_difference_finds_what_moved():
+    prev = np.full((4, 16, 16, 3), 100, np.uint8)
+    frames = prev.copy()
+    frames[:, 4:8, 4:8] = 180  # a square appeared
+    truth = np.zeros((4, 16, 16), bool)
+    truth[:, 4:8, 4:8] = True
+    thr, scores = fit_frame_difference(frames, prev, truth)
+    assert scores[thr] == 1.0 and thr < 80
+    assert np.array_equal(frame_difference(frames, prev, thr), truth)
+
+
+# -- the stage, end to end at smoke scale
+
+
+@pytest.mark.slow
+def test_heads_stage_at_smoke_scale(tmp_path):
+    from vpe_lib.stages.common import start_stage
+    from vpe_lib.stages.data_stage import run_data_stage
+    from vpe_lib.stages.heads_stage import run_heads_stage
+    from vpe_lib.stages.pretrain_stage import run_pretrain_stage
+
+    over = {"pretrain.compare_quantizers": [], "pretrain.compare_steps": 0, "pretrain.train.steps": 4,
+            "seg.train.steps": 6, "seg.train.eval_every": 3, "seg.level_probes": False}
+    cfg, out = start_stage("smoke", tmp_path, "data", over)
+    run_data_stage(cfg, out, progress=False)
+    cfg, out = start_stage("smoke", tmp_path, "pretrain", over)
+    run_pretrain_stage(cfg, tmp_path, out, progress=False)
+    cfg, out = start_stage("smoke", tmp_path, "heads", over)
+    m = run_heads_stage(cfg, tmp_path, out, progress=False, log=lambda s: None)
+    for name in ("tokenizer/conv/frozen", "tokenizer/conv/finetuned", "random_tokenizer/conv/frozen", "unet"):
+        for pct in ("labels50", "labels100"):
+            for metric in ("fg_iou", "fg_iou_objects", "miou", "dice", "boundary_f"):
+                assert 0 <= m[f"seg/{metric}/{name}/{pct}"] <= 1, (metric, name, pct)
+            assert f"seg/coco_ap/{name}/{pct}/ap" in m
+    d = "seg/diff_vs_unet/tokenizer/conv/finetuned/labels100"
+    assert m[f"{d}/ci_low"] <= m[f"{d}/mean"] <= m[f"{d}/ci_high"]
+    assert "seg/diff_vs_random/tokenizer/conv/frozen/no-stride1/labels50/mean" not in m  # ablations: largest only
+    assert "seg/diff_vs_random/tokenizer/conv/frozen/no-stride1/labels100/mean" in m
+    assert m["seg/fg_iou/all_background"] == 0.0 and "seg/fg_iou/frame_difference" in m
+    assert m["seg/fg_iou/unet"] == m["seg/fg_iou/unet/labels100"]  # the flat alias
+    per_seed = json.loads((out / "per_seed.json").read_text())
+    runs = per_seed["unet"]["labels100"]
+    assert [r["seed"] for r in runs] == [0, 1] and all(r["curve"] for r in runs)
+    lr = json.loads((out / "lr_search.json").read_text())
+    assert set(lr["unet"]["labels100"]) == {"0.002"}
+    # a second run with the same config reuses every finished training run and gives the same numbers
+    again = run_heads_stage(cfg, tmp_path, out, progress=False, log=lambda s: None)
+    timing = [k for k in m if "/train_wall_s/" in k]  # resumed runs add the seconds it took to load them
+    assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in m.items() if k not in timing}

@@ -7,15 +7,20 @@ import math
 import pytest
 import torch
 
+from einops import repeat
+
 from vpe_lib.models import (
-    ConvHead,
-    LinearHead,
+    PixelEncoder,
     SegmentationModel,
+    TokenizerEncoder,
     TokenizerConfig,
     UNet2D,
     VQVAE3D,
+    build_head,
     codebook_stats,
 )
+from vpe_lib.models.encoders import select_levels
+from vpe_lib.models.heads import HEADS
 
 TOKENIZER_CONFIGS = {
     # 2 levels, temporal + spatial down, no full-resolution blocks
@@ -30,6 +35,7 @@ TOKENIZER_CONFIGS = {
     "strided": TokenizerConfig.smoke(channel_mults=(1, 2, 2), temporal_down=(True, False), spatial_down=(True, True),
                                      resample="strided"),
 }
+CAUSAL = TokenizerConfig.smoke(causal=True)  # MAGVIT-v2: a still image is a valid one-frame video
 CLIP = (2, 3, 4, 16, 16)
 
 
@@ -330,36 +336,100 @@ def test_unet(base, depth):
 
 def _encoders():
     return {
-        "tokenizer": _tokenizer(TOKENIZER_CONFIGS["t-late"]),
-        "unet": UNet2D(base_channels=8, depth=2),
+        "tokenizer": TokenizerEncoder(_tokenizer(TOKENIZER_CONFIGS["t-late"])),
+        "pixels": PixelEncoder(),
     }
 
 
-@pytest.mark.parametrize("encoder_name", ["tokenizer", "unet"])
-@pytest.mark.parametrize("head_name", ["linear", "conv"])
-def test_heads(encoder_name, head_name):
+@pytest.mark.parametrize("encoder_name", ["tokenizer", "pixels"])
+@pytest.mark.parametrize("head_name", HEADS)
+@pytest.mark.parametrize("out_stride", [1, 2])
+def test_heads(encoder_name, head_name, out_stride):
+    """Every head on every encoder: logits at the image size, finite, gradients everywhere."""
     torch.manual_seed(0)
     encoder = _encoders()[encoder_name]
-    if head_name == "linear":
-        head = LinearHead(in_channels=encoder.feature_channels[-1], n_classes=2)
-    else:
-        head = ConvHead(in_channels=encoder.feature_channels, n_classes=2, hidden=16)
+    head = build_head(head_name, encoder.feature_info, n_classes=3, hidden=16, out_stride=out_stride)
     model = SegmentationModel(encoder, head, frozen=False)
     x = _video()[:, :, 0]
     y = model(x)
-    assert y.shape == (2, 2, 16, 16) and torch.isfinite(y).all()
+    assert y.shape == (2, 3, 16, 16) and torch.isfinite(y).all()
     y.logsumexp(1).mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters())
-    # the single-map path works too
-    single = SegmentationModel(encoder, LinearHead(in_channels=encoder.feature_channels[-1], n_classes=2),
-                               use_intermediates=False)
-    assert single(x).shape == (2, 2, 16, 16)
+    assert all(p.grad is not None for p in encoder.parameters())
+
+
+def test_feature_info_matches_the_maps():
+    """Strides and channels come from the config; the maps the encoder returns agree with them."""
+    for name in ("smoke", "t-late"):
+        tok = _tokenizer(TOKENIZER_CONFIGS[name])
+        enc = TokenizerEncoder(tok, with_codes=True)
+        x = torch.randn(2, 3, 16, 16)
+        maps = enc.forward_intermediates(x)
+        assert len(maps) == len(enc.feature_info)
+        for m, info in zip(maps, enc.feature_info):
+            assert m.shape[1] == info.channels and m.shape[-1] == 16 // info.stride, (name, info)
+        assert [f.name for f in enc.feature_info][-3:] == ["mid", "latent", "codes"]
+        # the encoder view drops the decoder: its parameters are the encoder's alone
+        assert sum(p.numel() for p in enc.parameters()) == sum(p.numel() for p in tok.encoder.parameters()) \
+            + sum(p.numel() for p in tok.quantizer.parameters())
+
+
+def test_select_levels_and_bad_levels():
+    enc = TokenizerEncoder(_tokenizer(TOKENIZER_CONFIGS["t-late"]))
+    coarse = select_levels(enc, [f.name for f in enc.feature_info if f.stride > 1])
+    assert all(f.stride > 1 for f in coarse.feature_info)
+    maps = coarse.forward_intermediates(torch.randn(1, 3, 16, 16))
+    assert [m.shape[1] for m in maps] == coarse.feature_channels
+    assert select_levels(enc, None) is enc
+    with pytest.raises(ValueError, match="unknown feature level 'nope'"):
+        select_levels(enc, ["nope"])
+
+
+def test_still_image_modes():
+    """A causal tokenizer encodes a still image alone ("single"), which equals the first latent
+    frame of the repeated clip; "repeat" takes the last one. A non-causal one refuses "single"."""
+    causal = _tokenizer(CAUSAL).eval()
+    x = torch.randn(2, 3, 16, 16)
+    single = TokenizerEncoder(causal, still="single").forward_intermediates(x)
+    rep = TokenizerEncoder(causal, still="repeat").forward_intermediates(x)
+    first = [m[:, :, 0] for m in causal.encoder(repeat(x, "b c h w -> b c t h w", t=causal.cfg.clip_frames),
+                                                  intermediates=True)]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(single, first))
+    assert not torch.allclose(single[-1], rep[-1])
+    with pytest.raises(ValueError, match="needs a causal tokenizer"):
+        TokenizerEncoder(_tokenizer(TOKENIZER_CONFIGS["smoke"]), still="single")
+    with pytest.raises(ValueError, match="expected images b 3 h w"):
+        TokenizerEncoder(causal).forward_intermediates(torch.randn(2, 3, 4, 16, 16))
+
+
+def test_head_rejects_maps_that_do_not_match_its_feature_info():
+    enc = PixelEncoder()
+    head = build_head("conv", enc.feature_info, n_classes=2, hidden=8)
+    with pytest.raises(ValueError, match="has 4 channels"):
+        head([torch.randn(1, 4, 8, 8)], size=(8, 8))
+    with pytest.raises(ValueError, match="unknown head"):
+        build_head("mlp", enc.feature_info, n_classes=2)
+
+
+def test_fine_tuned_encoder_gets_a_lower_learning_rate():
+    from vpe_lib.train.loop import param_groups
+
+    enc = TokenizerEncoder(_tokenizer(TOKENIZER_CONFIGS["smoke"]))
+    model = SegmentationModel(enc, build_head("linear", enc.feature_info, n_classes=2), frozen=False,
+                              encoder_lr_scale=0.1)
+    groups = param_groups(model, 0.01, lr=1e-3)
+    enc_ids = {id(p) for p in enc.parameters()}
+    for g in groups:
+        in_enc = {id(p) in enc_ids for p in g["params"]}
+        assert len(in_enc) == 1  # a group is all encoder or all head
+        assert g.get("lr", 1e-3) == pytest.approx(1e-4 if in_enc.pop() else 1e-3)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
 def test_frozen_segmentation_model_leaves_encoder_alone():
     torch.manual_seed(0)
-    encoder = _tokenizer(TOKENIZER_CONFIGS["smoke"])
-    head = ConvHead(in_channels=encoder.feature_channels, n_classes=2, hidden=16)
+    encoder = TokenizerEncoder(_tokenizer(TOKENIZER_CONFIGS["smoke"]))
+    head = build_head("conv", encoder.feature_info, n_classes=2, hidden=16)
     model = SegmentationModel(encoder, head, frozen=True)
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     head_before = [p.detach().clone() for p in head.parameters()]

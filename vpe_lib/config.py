@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vpe_lib.data.pushworld import PushWorldConfig
+from vpe_lib.models.encoders import ENCODERS
+from vpe_lib.models.heads import HEADS, MODES
 from vpe_lib.models.tokenizer import QUANTIZERS, TokenizerConfig
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig
 from vpe_lib.train.loop import TrainConfig
@@ -38,6 +40,53 @@ class DataConfig:
     seed: int = 0  # base seed; a video's seed is derived from (seed, split, index)
     # Exports written for the other loaders (COCO, DAVIS layout, mp4): how many test videos.
     n_export_videos: int = 4
+    # Labelled frames for segmentation (vpe_lib.data.seg_sources): "pushworld" (generated),
+    # "davis:<DAVIS root>" or "coco:<COCO root or annotations/instances_*.json>".
+    source: str = "pushworld"
+    # Side S that real frames are resized to (S x S, aspect ratio not kept); 0 = world.height.
+    image_size: int = 0
+    # DAVIS sequences per split (splits are by sequence); all three empty = automatic split of
+    # the sorted names (val, test: round(0.2 n) each, at least 1; train: the rest).
+    davis_train: tuple[str, ...] = ()
+    davis_val: tuple[str, ...] = ()
+    davis_test: tuple[str, ...] = ()
+    davis_resolution: str = "480p"
+    # COCO: (train, val, test) fractions of the images, split by image with `seed`.
+    coco_fractions: tuple[float, ...] = (0.6, 0.2, 0.2)
+    coco_image_dir: str = ""  # "" = auto-detected beside annotations/
+
+    def __post_init__(self) -> None:
+        from vpe_lib.data.seg_sources import parse_source  # lazy: keeps this module's imports light
+
+        kind, _ = parse_source(self.source)
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 0:
+            raise ValueError(f"image_size must be an int >= 0 (0 = world.height), got {self.image_size!r}")
+        for key in ("davis_train", "davis_val", "davis_test"):
+            names = getattr(self, key)
+            if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) and n for n in names):
+                raise ValueError(f"{key} must be a list of sequence names, got {names!r}")
+            setattr(self, key, tuple(names))
+        splits = {"davis_train": self.davis_train, "davis_val": self.davis_val, "davis_test": self.davis_test}
+        if any(splits.values()):
+            if kind != "davis":
+                raise ValueError(f"davis_train/val/test are set but source is {self.source!r}")
+            if not self.davis_train or not self.davis_test:
+                raise ValueError("davis_train and davis_test must both list sequences (davis_val may be "
+                                 "empty); leave all three empty for the automatic split")
+            seen: dict[str, str] = {}
+            for key, names in splits.items():
+                for name in names:
+                    if name in seen:
+                        where = f"twice in {key}" if seen[name] == key else f"in {seen[name]} and in {key}"
+                        raise ValueError(f"sequence {name!r} is listed twice: {where} (splits are by video)")
+                    seen[name] = key
+        f = self.coco_fractions
+        if not (isinstance(f, tuple) and len(f) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                              for v in f)):
+            raise ValueError(f"coco_fractions must be 3 numbers (train, val, test), got {f!r}")
+        self.coco_fractions = tuple(float(v) for v in f)
+        if min(f) < 0 or f[0] <= 0 or f[2] <= 0 or abs(sum(f) - 1) > 1e-6:
+            raise ValueError(f"coco_fractions must be >= 0, sum to 1, with train and test > 0, got {f!r}")
 
 
 @dataclass
@@ -51,6 +100,9 @@ class PretrainConfig:
     # `compare_steps` updates each, so VQ / LFQ / FSQ are compared like for like (0 = off).
     compare_quantizers: tuple[str, ...] = ()
     compare_steps: int = 0
+    # More tokenizers with the same recipe and other seeds (init and batches), in pretrain/seeds/:
+    # the segmentation study then pairs its seeds with them, so its spread includes pretraining's.
+    extra_seeds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [q for q in self.compare_quantizers if q not in QUANTIZERS]
@@ -60,23 +112,54 @@ class PretrainConfig:
             raise ValueError(f"compare_steps must be an int >= 0, got {self.compare_steps!r}")
         if self.compare_quantizers and not self.compare_steps:
             raise ValueError("compare_quantizers is set but compare_steps is 0")
+        if len(set(self.extra_seeds)) != len(self.extra_seeds) or self.train.seed in self.extra_seeds:
+            raise ValueError(f"extra_seeds {self.extra_seeds} must be distinct and differ from train.seed "
+                             f"{self.train.seed}")
 
 
 @dataclass
 class SegConfig:
-    """Single-frame foreground segmentation: frozen tokenizer encoder + head vs UNet."""
+    """The segmentation study (stage 04): encoders × heads × frozen / fine-tuned × label budgets,
+    against a UNet from scratch; see vpe_lib.stages.seg_protocol for the protocol."""
 
-    head: str = "conv"  # "conv" (multi-level) or "linear" (last feature map only)
+    encoders: tuple[str, ...] = ("tokenizer", "random_tokenizer")  # + "pixels"
+    heads: tuple[str, ...] = ("conv",)  # "linear" | "conv" | "segformer"
+    modes: tuple[str, ...] = ("frozen", "finetuned")
+    label_pcts: tuple[float, ...] = (1.0, 10.0, 100.0)  # % of the labelled training videos
+    seeds: tuple[int, ...] = (0, 1, 2)  # paired across methods: label subset, init, random encoder
+    lr_grid: tuple[float, ...] = (1e-3, 3e-3)  # every method picks from the same grid on validation
+    encoder_lr_scale: float = 0.1  # fine-tuning: encoder lr = this × head lr
+    still: str = "repeat"  # how a still image enters the tokenizer: "repeat" | "single" (causal only)
+    still_clip_frames: int = 0  # frames a still image is repeated to (0 = the tokenizer's clip length)
     head_hidden: int = 64
-    head_resolution: int = 0  # side of the map the conv head works at (0 = the finest feature map)
+    head_out_stride: int = 1  # the heads predict at this stride (1 = input resolution, like the UNet)
+    level_probes: bool = True  # ablation: a linear probe on each encoder level alone (largest budget)
+    without_pixel_levels: bool = True  # ablation: the heads without the stride-1 maps (largest budget)
+    coarse_out_stride: int = 0  # ablation: the heads predicting at this stride, upsampled (0 = off)
+    coco_ap: bool = True  # COCO mask AP of every run (semantic classes + connected components)
     unet_base_channels: int = 16
     unet_depth: int = 3
     train: TrainConfig = field(default_factory=TrainConfig)
-    seeds: tuple[int, ...] = (0, 1, 2)
+    n_val_videos: int = 40  # training videos held out for choosing hyperparameters
     frame_stride: int = 3  # labelled frames: every k-th frame of each training video
-    test_frame_stride: int = 5
+    test_frame_stride: int = 5  # validation and test frames
     flip_augment: bool = True  # horizontal flips, added as extra labelled frames for every model alike
     colour_baseline_pixels: int = 200_000  # pixels sampled to fit the per-pixel colour baseline
+
+    def __post_init__(self) -> None:
+        for name, valid in (("encoders", ENCODERS), ("heads", HEADS), ("modes", MODES)):
+            bad = [v for v in getattr(self, name) if v not in valid]
+            if bad or not getattr(self, name):
+                raise ValueError(f"seg.{name}: unknown {bad or 'empty list'}; valid: {', '.join(valid)}")
+        self.label_pcts = tuple(float(p) for p in self.label_pcts)
+        if not self.label_pcts or any(not 0 < p <= 100 for p in self.label_pcts):
+            raise ValueError(f"seg.label_pcts must be in (0, 100], got {self.label_pcts}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seg.seeds must be distinct and non-empty, got {self.seeds}")
+        if not self.lr_grid or any(not lr > 0 for lr in self.lr_grid):
+            raise ValueError(f"seg.lr_grid must hold positive rates, got {self.lr_grid}")
+        if self.still not in ("repeat", "single"):
+            raise ValueError(f"seg.still must be 'repeat' or 'single', got {self.still!r}")
 
 
 @dataclass
@@ -129,11 +212,15 @@ def _smoke() -> RunConfig:
             compare_steps=4,
         ),
         seg=SegConfig(
+            label_pcts=(50.0, 100.0),
+            seeds=(0, 1),
+            lr_grid=(2e-3,),
             head_hidden=16,
             unet_base_channels=8,
             unet_depth=2,
-            train=TrainConfig(steps=15, batch_size=8, lr=2e-3, warmup_steps=2, log_every=5, ckpt_every=0),
-            seeds=(0,),
+            train=TrainConfig(steps=15, batch_size=8, lr=2e-3, warmup_steps=2, log_every=5, eval_every=5,
+                              ckpt_every=0, progress=False),
+            n_val_videos=3,
             frame_stride=2,
             test_frame_stride=2,
             colour_baseline_pixels=5_000,
@@ -167,16 +254,23 @@ def _cpu() -> RunConfig:
             # lr measured at 300 steps (held-out PSNR): 2e-3 17.4 dB, 1e-3 19.3, 5e-4 21.1, 2.5e-4 21.2
             train=TrainConfig(steps=800, batch_size=8, lr=5e-4, warmup_steps=50, log_every=20, eval_every=100, ckpt_every=100),
             n_eval_clips=64,
-            compare_quantizers=("vq", "lfq", "fsq"),
-            compare_steps=120,  # ~4 minutes for the three on 2 cores
+            # The VQ / LFQ / FSQ comparison (120 updates each, ~4 minutes) runs in the study
+            # profile: the cpu report spends its minutes on the segmentation protocol instead.
         ),
         seg=SegConfig(
-            head_hidden=32,
-            head_resolution=32,
-            unet_base_channels=16,
-            unet_depth=3,
-            train=TrainConfig(steps=200, batch_size=16, lr=2e-3, warmup_steps=20, log_every=20, ckpt_every=0),
+            label_pcts=(10.0, 100.0),
             seeds=(0, 1, 2),
+            lr_grid=(1e-3, 3e-3),
+            # a still frame as a 2-frame static clip (the shortest this tokenizer takes): fine-tuning
+            # runs at 121 instead of 49 images/s (measured), which is what lets it into this profile
+            still_clip_frames=2,
+            head_hidden=32,
+            unet_base_channels=16,  # 537k parameters; the tokenizer encoder + conv head: 455k
+            unet_depth=3,
+            # 160 x 16 = 2,560 images per run: 10 epochs of the 10% budget, one of the 100% budget
+            train=TrainConfig(steps=160, batch_size=16, lr=2e-3, warmup_steps=16, log_every=20, eval_every=40,
+                              ckpt_every=0),
+            n_val_videos=40,
             frame_stride=5,
         ),
         analysis=AnalysisConfig(embedding="umap", n_points=2000, n_frames=64),

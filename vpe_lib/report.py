@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vpe_lib.config import get_config
-from vpe_lib.stages.results_stage import collect_metrics, segmentation_rows
+from vpe_lib.stages.results_stage import answers, collect_metrics, segmentation_rows, study_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -161,7 +161,7 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
+    if v is None or (isinstance(v, float) and v != v):
         return "—"
     if isinstance(v, float):
         return f"{v:.{digits}f}"
@@ -176,19 +176,27 @@ def quantizer_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"quantizer": q, **{k: m.get(f"{prefix}{q}/{k}") for k in keys}} for q in names]
 
 
-def _verdict(m: dict[str, Any]) -> str:
-    """One sentence answering the question at this profile, computed from the metrics."""
-    tok = next((k for k in m if k.startswith("seg/fg_iou/tokenizer/")), None)
-    if tok is None or m.get("seg/fg_iou/unet") is None or m.get(tok) is None:
-        return "The segmentation stage has not produced results in this run."
-    a, b = m[tok], m["seg/fg_iou/unet"]
-    std = max(m.get(tok.replace("fg_iou", "fg_iou_std")) or 0.0, m.get("seg/fg_iou_std/unet") or 0.0)
-    if abs(a - b) <= 2 * std:
-        outcome = "is within two standard deviations of"
-    else:
-        outcome = "beats" if a > b else "falls behind"
-    return (f"At this profile, a head on the frozen pretrained video tokenizer ({tok.removeprefix('seg/fg_iou/')}: "
-            f"foreground IoU {a:.3f}) {outcome} a UNet trained from scratch on the same labelled frames ({b:.3f}).")
+def _answers(summary: dict[str, Any]) -> list[str]:
+    """The study's answer per label budget, one sentence each, from the paired intervals."""
+    m = summary["metrics"]
+    n = int(m.get("seg/n_seeds") or 0)
+    if not any(k.startswith("seg/fg_iou/tokenizer/") for k in m):
+        return ["The segmentation stage has not produced results in this run."]
+    return answers(m, n_seeds=n) or ["The segmentation stage ran no pretrained-encoder rows."]
+
+
+def _study_table(m: dict[str, Any]) -> str:
+    def ci(d):
+        return "—" if d["mean"] is None else f"{d['mean']:+.3f} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]"
+
+    body = "".join(
+        f"<tr><td>{r['pct']:g}%</td><td>{html.escape(r['method'])}</td><td>{_fmt(r['fg_iou'])}"
+        f"{'' if r['fg_iou_std'] is None else ' ± ' + _fmt(r['fg_iou_std'])}</td><td>{_fmt(r['fg_iou_objects'])}</td>"
+        f"<td>{ci(r['diff_vs_unet'])}</td><td>{ci(r['diff_vs_random'])}</td><td>{html.escape(r['curve'])}</td></tr>"
+        for r in study_rows(m) if r["method"].count("/") <= 2)
+    return ("<table><tr><th>labels</th><th>method</th><th>fg IoU (objects + arm)</th><th>objects only</th>"
+            "<th>Δ UNet [95% CI]</th><th>Δ random weights [95% CI]</th><th>learning curve</th></tr>"
+            f"{body}</table>")
 
 
 def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
@@ -206,7 +214,6 @@ def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
         ("Tokenizer rate (bits per pixel, log2 codebook per token)", m.get("tokenizer/bits_per_pixel"), 3),
         ("JPEG PSNR at that rate, same frames (dB)", m.get("tokenizer/jpeg_psnr_db_at_same_rate"), 2),
         ("UNet − colour baseline (fg IoU)", m.get("results/unet_minus_colour_baseline"), 3),
-        ("Frozen tokenizer head − UNet (fg IoU)", m.get("results/tokenizer_minus_unet"), 3),
     ]
     quant = quantizer_rows(m)
     quant_html = "" if not quant else (
@@ -217,7 +224,7 @@ def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
                   f"<td>{_fmt(r['psnr_db'], 2)}</td><td>{_fmt(r['codebook_utilisation'])}</td>"
                   f"<td>{_fmt(r['codebook_perplexity'], 0)}</td></tr>" for r in quant)
         + "</table>")
-    verdict = _verdict(m)
+    verdict = "".join(f"<li>{html.escape(a)}</li>" for a in _answers(summary))
     head_html = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v, d)}</td></tr>" for k, v, d in headline)
     links = "".join(f'<li><a href="{href}">{html.escape(name)}</a> '
                     f"({summary['wall_time_s'].get(name, 0):.0f} s)</li>" for name, href in pages)
@@ -234,11 +241,15 @@ th{{background:#f3f3f3}}.err{{color:#a00}}code{{background:#f3f3f3;padding:0 .2e
 · {html.escape(str(hw['cpu_count']))} CPU cores{', GPU ' + html.escape(hw['gpu']) if hw['gpu'] else ', no GPU'}
 · torch {html.escape(prov['torch'])} · started {html.escape(prov['start_time'])} · total wall time {summary['wall_time_s'].get('total', 0):.0f} s</p>
 {status}
-<p>{html.escape(verdict)}</p>
+<h2>The answer, per label budget</h2><ul>{verdict}</ul>
 <h2>Headline</h2><table><tr><th>quantity</th><th>value</th></tr>{head_html}</table>
 {quant_html}
-<h2>Single-frame foreground segmentation (held-out videos)</h2>
-<p>Foreground IoU summed over the test split (mean ± std over seeds where there are several).</p>
+<h2>Single-frame segmentation study (held-out videos)</h2>
+<p>Foreground IoU summed over the test split, mean ± std over paired seeds; differences are paired per seed with
+95% Student-t intervals. Learning rates were chosen on validation videos from the same grid for every method.
+Ablations, mIoU, Dice, boundary F and COCO AP are on the heads page.</p>
+{_study_table(m)}
+<h3>Largest budget and trivial baselines</h3>
 <table><tr><th>model</th><th>foreground IoU</th><th>mIoU</th></tr>{seg_html}</table>
 <h2>Pages</h2><ol>{links}</ol>
 <p>Numbers: <a href="summary.json">summary.json</a>.</p>

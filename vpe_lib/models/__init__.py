@@ -1,17 +1,24 @@
-"""Models: the 3D VQ-VAE tokenizer, the 2D UNet baseline, segmentation heads."""
+"""Models: the 3D VQ-VAE tokenizer, the 2D UNet baseline, the study's encoders and segmentation heads."""
 
-from .heads import ConvHead, LinearHead, SegmentationModel
+from .encoders import FeatureInfo, ImageEncoder, PixelEncoder, TokenizerEncoder
+from .heads import ConvDecoderHead, LinearHead, SegFormerHead, SegmentationModel, build_head
 from .tokenizer import TokenizerConfig, TokenizerOutput, VQVAE3D, codebook_stats, count_params
 from .unet import UNet2D
 
 __all__ = [
-    "ConvHead",
+    "ConvDecoderHead",
+    "FeatureInfo",
+    "ImageEncoder",
     "LinearHead",
+    "PixelEncoder",
+    "SegFormerHead",
     "SegmentationModel",
     "TokenizerConfig",
+    "TokenizerEncoder",
     "TokenizerOutput",
     "UNet2D",
     "VQVAE3D",
+    "build_head",
     "codebook_stats",
     "count_params",
 ]

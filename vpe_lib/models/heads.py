@@ -1,103 +1,160 @@
-"""Segmentation heads over (frozen) encoder features, and the model that joins the two.
+"""Segmentation heads built from an encoder's ``feature_info``, and the model that joins the two.
 
-An encoder is anything with ``forward_features(images) -> b C h' w'`` and
-``forward_intermediates(images) -> [b C_i h_i w_i, ...]`` (finest first) plus a
-``feature_channels`` list — VQVAE3D and UNet2D both qualify. Heads return logits at the
-image resolution (bilinear upsampling of coarse logits / features).
+Three heads, from least to most capacity, each fitting any `ImageEncoder`:
+
+- ``linear``: DINOv2's linear protocol: BatchNorm + 1×1 conv on the chosen maps (resized to
+  the finest of them and concatenated), logits upsampled bilinearly. It asks "is the class
+  linearly readable from these features?", not "can a decoder learn it?".
+- ``conv``: a progressive decoder: start at the coarsest map, upsample ×2 at a time, add each
+  finer map (a skip) where its stride is reached, (3×3 conv, GroupNorm, swish) at every step,
+  down to ``out_stride`` (1 = predict at the input resolution, like the UNet). Channels halve
+  as the resolution doubles, as in a UNet decoder, so full resolution stays cheap.
+- ``segformer``: SegFormer's all-MLP decoder: a 1×1 projection of every map, all upsampled to
+  the finest stride (at most ``out_stride``), concatenated, fused by 1×1 + BatchNorm + ReLU.
+
+The "transformer-informed latent + conv decoder" of the seed study is the ``conv`` head on a
+prediction transformer's states; it needs no head of its own.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .encoders import FeatureInfo, resize_to_stride
 from .tokenizer import group_norm
 
-
-class FeatureEncoder(Protocol):
-    feature_channels: list[int]
-
-    def forward_features(self, images: Tensor) -> Tensor: ...
-
-    def forward_intermediates(self, images: Tensor) -> list[Tensor]: ...
+HEADS = ("linear", "conv", "segformer")
+MODES = ("frozen", "finetuned")  # the encoder during head training
 
 
-def _last(features: Tensor | Sequence[Tensor]) -> Tensor:
-    return features if isinstance(features, Tensor) else features[-1]
+def _check(info: Sequence[FeatureInfo], features: Sequence[Tensor], head: str) -> list[Tensor]:
+    feats = [features] if isinstance(features, Tensor) else list(features)
+    if len(feats) != len(info):
+        raise ValueError(f"{head} head built for {len(info)} feature maps ({[f.name for f in info]}), got {len(feats)}")
+    for f, i in zip(feats, info):
+        if f.shape[1] != i.channels:
+            raise ValueError(f"{head} head: map {i.name!r} has {f.shape[1]} channels, feature_info says {i.channels}")
+    return feats
 
 
 class LinearHead(nn.Module):
-    """A linear probe: 1×1 conv on the last (coarsest) feature map, logits upsampled bilinearly."""
-
-    def __init__(self, *, in_channels: int, n_classes: int):
+    def __init__(self, feature_info: Sequence[FeatureInfo], *, n_classes: int):
         super().__init__()
-        self.proj = nn.Conv2d(in_channels, n_classes, 1)
+        self.info = list(feature_info)
+        if not self.info:
+            raise ValueError("feature_info must list at least one feature map")
+        self.stride = min(f.stride for f in self.info)
+        channels = sum(f.channels for f in self.info)
+        self.norm = nn.BatchNorm2d(channels)
+        self.classifier = nn.Conv2d(channels, n_classes, 1)
 
-    def forward(self, features: Tensor | Sequence[Tensor], size: tuple[int, int]) -> Tensor:
-        logits = self.proj(_last(features))
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    def forward(self, features: Sequence[Tensor], size: tuple[int, int]) -> Tensor:
+        feats = _check(self.info, features, "linear")
+        x = torch.cat([resize_to_stride(f, size, self.stride) for f in feats], 1)
+        return F.interpolate(self.classifier(self.norm(x)), size=size, mode="bilinear", align_corners=False)
 
 
-class ConvHead(nn.Module):
-    """Multi-scale head: 1×1 projection of each map to `hidden`, bilinear upsample to the finest
-    map, sum, two (conv 3×3, GroupNorm, swish) layers, 1×1 classifier, upsample to the image.
+def _block(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1), group_norm(out_ch, 8), nn.SiLU())
 
-    `max_resolution` caps the side of the map the head works at (larger maps are
-    average-pooled down): the 3×3 layers at full resolution dominate the cost on a CPU.
-    """
 
-    def __init__(self, *, in_channels: Sequence[int], n_classes: int, hidden: int = 64,
-                 max_resolution: int | None = None):
+class ConvDecoderHead(nn.Module):
+    def __init__(self, feature_info: Sequence[FeatureInfo], *, n_classes: int, hidden: int = 64,
+                 out_stride: int = 1, min_channels: int = 8):
         super().__init__()
-        self.in_channels = list(in_channels)
-        self.max_resolution = max_resolution
-        if not self.in_channels:
-            raise ValueError("in_channels must list at least one feature map")
-        self.proj = nn.ModuleList(nn.Conv2d(c, hidden, 1) for c in self.in_channels)
-        self.fuse = nn.Sequential(
-            nn.Conv2d(hidden, hidden, 3, padding=1), group_norm(hidden, 8), nn.SiLU(),
-            nn.Conv2d(hidden, hidden, 3, padding=1), group_norm(hidden, 8), nn.SiLU(),
-        )
+        self.info = list(feature_info)
+        if not self.info:
+            raise ValueError("feature_info must list at least one feature map")
+        if out_stride < 1:
+            raise ValueError(f"out_stride must be >= 1, got {out_stride}")
+        # the strides the decoder visits: every map's stride (maps finer than out_stride are
+        # pooled to it), and halvings from the coarsest down to out_stride
+        strides = {max(f.stride, out_stride) for f in self.info}
+        coarsest = s = max(strides)
+        while s > out_stride:
+            s = max(s // 2, out_stride)
+            strides.add(s)
+        self.strides = sorted(strides, reverse=True)
+        width = {st: max(min_channels, hidden * st // coarsest) for st in self.strides}
+        self.width = width
+        # 1×1 projections of every map to the width at its stride (maps finer than out_stride
+        # are pooled to it)
+        self.proj = nn.ModuleList(nn.Conv2d(f.channels, width[max(f.stride, out_stride)], 1) for f in self.info)
+        self.blocks = nn.ModuleList()
+        self.lateral = nn.ModuleList()
+        for k, st in enumerate(self.strides):
+            prev = width[self.strides[k - 1]] if k else width[st]
+            self.lateral.append(nn.Identity() if k == 0 or prev == width[st] else nn.Conv2d(prev, width[st], 1))
+            self.blocks.append(_block(width[st], width[st]))
+        self.classifier = nn.Conv2d(width[self.strides[-1]], n_classes, 1)
+        self.out_stride = out_stride
+
+    def forward(self, features: Sequence[Tensor], size: tuple[int, int]) -> Tensor:
+        feats = _check(self.info, features, "conv")
+        x = None
+        for k, st in enumerate(self.strides):
+            skip = 0
+            for f, i, proj in zip(feats, self.info, self.proj):
+                if max(i.stride, self.out_stride) == st:
+                    skip = skip + proj(resize_to_stride(f, size, st))
+            if x is None:
+                x = skip
+            else:
+                x = self.lateral[k](resize_to_stride(x, size, st)) + skip
+            x = self.blocks[k](x)
+        return F.interpolate(self.classifier(x), size=size, mode="bilinear", align_corners=False)
+
+
+class SegFormerHead(nn.Module):
+    def __init__(self, feature_info: Sequence[FeatureInfo], *, n_classes: int, hidden: int = 64,
+                 out_stride: int = 1):
+        super().__init__()
+        self.info = list(feature_info)
+        if not self.info:
+            raise ValueError("feature_info must list at least one feature map")
+        self.stride = max(min(f.stride for f in self.info), out_stride)
+        self.proj = nn.ModuleList(nn.Conv2d(f.channels, hidden, 1) for f in self.info)
+        self.fuse = nn.Sequential(nn.Conv2d(hidden * len(self.info), hidden, 1, bias=False),
+                                  nn.BatchNorm2d(hidden), nn.ReLU())
         self.classifier = nn.Conv2d(hidden, n_classes, 1)
 
-    def forward(self, features: Tensor | Sequence[Tensor], size: tuple[int, int]) -> Tensor:
-        feats = [features] if isinstance(features, Tensor) else list(features)
-        if len(feats) != len(self.proj):
-            raise ValueError(f"ConvHead built for {len(self.proj)} feature maps, got {len(feats)}")
-        target = max((f.shape[-2:] for f in feats), key=lambda s: s[0] * s[1])
-        if self.max_resolution and max(target) > self.max_resolution:
-            scale = max(target) // self.max_resolution
-            target = (target[0] // scale, target[1] // scale)
-        x = 0
-        for f, proj in zip(feats, self.proj):
-            if f.shape[-2] > target[0]:
-                f = F.adaptive_avg_pool2d(f, target)  # pool before projecting: cheaper, same result
-            y = proj(f)
-            if y.shape[-2:] != target:
-                y = F.interpolate(y, size=target, mode="bilinear", align_corners=False)
-            x = x + y
-        logits = self.classifier(self.fuse(x))
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    def forward(self, features: Sequence[Tensor], size: tuple[int, int]) -> Tensor:
+        feats = _check(self.info, features, "segformer")
+        # project first, then resize: the same result for a 1×1 projection, and cheaper
+        x = torch.cat([resize_to_stride(p(f), size, self.stride) for f, p in zip(feats, self.proj)], 1)
+        return F.interpolate(self.classifier(self.fuse(x)), size=size, mode="bilinear", align_corners=False)
+
+
+def build_head(kind: str, feature_info: Sequence[FeatureInfo], *, n_classes: int, hidden: int = 64,
+               out_stride: int = 1) -> nn.Module:
+    if kind == "linear":
+        return LinearHead(feature_info, n_classes=n_classes)
+    if kind == "conv":
+        return ConvDecoderHead(feature_info, n_classes=n_classes, hidden=hidden, out_stride=out_stride)
+    if kind == "segformer":
+        return SegFormerHead(feature_info, n_classes=n_classes, hidden=hidden, out_stride=out_stride)
+    raise ValueError(f"unknown head {kind!r}; valid: {', '.join(HEADS)}")
 
 
 class SegmentationModel(nn.Module):
-    """encoder features -> head -> logits b n h w, for images b c h w in [-1, 1].
+    """encoder maps -> head -> logits b n h w, for images b 3 h w in [-1, 1].
 
     frozen=True: the encoder gets no gradients, runs under torch.no_grad() and stays in eval
-    mode whatever `.train()` is called with (so GroupNorm/EMA codebooks/dropout never change).
-    use_intermediates=True feeds the head the list from forward_intermediates, else the
-    single map from forward_features.
+    mode whatever `.train()` is called with (GroupNorm statistics, EMA codebooks and dropout
+    never change). frozen=False (fine-tuning): the encoder trains at `encoder_lr_scale` times
+    the head's learning rate (see `lr_scale`, read by the training loop's param_groups).
     """
 
-    def __init__(self, encoder: nn.Module, head: nn.Module, *, frozen: bool = True, use_intermediates: bool = True):
+    def __init__(self, encoder: nn.Module, head: nn.Module, *, frozen: bool = True, encoder_lr_scale: float = 1.0):
         super().__init__()
         self.encoder = encoder
         self.head = head
         self.frozen = frozen
-        self.use_intermediates = use_intermediates
+        self.encoder_lr_scale = encoder_lr_scale
         if frozen:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -108,15 +165,18 @@ class SegmentationModel(nn.Module):
             self.encoder.eval()
         return self
 
-    def features(self, images: Tensor) -> Tensor | list[Tensor]:
-        fn = self.encoder.forward_intermediates if self.use_intermediates else self.encoder.forward_features
+    def features(self, images: Tensor) -> list[Tensor]:
         if self.frozen:
             with torch.no_grad():
-                return fn(images)
-        return fn(images)
+                return self.encoder.forward_intermediates(images)
+        return self.encoder.forward_intermediates(images)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.features(images), size=tuple(images.shape[-2:]))
+
+    def lr_scale(self, name: str) -> float:
+        """Learning-rate multiplier of parameter `name` (the training loop groups by it)."""
+        return self.encoder_lr_scale if name.startswith("encoder.") else 1.0
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

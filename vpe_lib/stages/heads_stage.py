@@ -1,214 +1,421 @@
-"""Stage 04: single-frame foreground segmentation.
+"""Stage 04: the segmentation study. Does a video-pretrained encoder segment objects from a
+single still image better than the same architecture with random weights, and than a UNet
+trained from scratch?
 
-Every model gets the same labelled frames (train videos), the same steps,
-batch size and augmentation, and is scored on the same held-out videos:
+For every method (encoder × head × frozen / fine-tuned, and the UNet), at every label budget
+and seed (see `seg_protocol`): the learning rate is chosen on validation videos from the same
+grid, the run's held-out learning curve is kept, and the test videos are scored once.
 
-- `tokenizer/<head>`: a head on the frozen, pretrained tokenizer encoder
-- `random_tokenizer/<head>`: the same head on a frozen, randomly initialised
-  encoder of the same architecture (is it pretraining, or just the architecture?)
-- `unet`: a 2D UNet trained from scratch
-- `colour_baseline`: per-pixel logistic regression on RGB and position (how hard is the world?)
-- `all_foreground`: predicts foreground everywhere (`all_background` scores 0 by definition)
+- Frozen encoders: the heads train on cached features (computed once per encoder instance, in
+  float16); the encoder's forward pass would otherwise dominate every step of every run.
+- Fine-tuned encoders: the encoder trains at `seg.encoder_lr_scale` × the head's rate, with
+  the same schedule for the pretrained and the random-init control.
+- Seeds vary the label subset, the head's init and batch order, the random encoder's draw and,
+  where the pretrain stage trained several tokenizers, the pretraining.
+- Every model predicts the semantic classes; foreground (objects + arm), objects only, mIoU,
+  Dice, boundary F and COCO mask AP all come from that one prediction.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import PolynomialFeatures, StandardScaler
-from sklearn.pipeline import make_pipeline
 from tqdm.auto import tqdm
 
 from vpe_lib.config import RunConfig
-from vpe_lib.data.samplers import FrameBatches, labelled_frames, to_unit_range
-from vpe_lib.data.store import PushWorldStore
-from vpe_lib.eval.metrics import IoUAccumulator
-from vpe_lib.models.heads import ConvHead, LinearHead, SegmentationModel
+from vpe_lib.data.pushworld import CLASS_NAMES
+from vpe_lib.data.samplers import FrameBatches, to_unit_range
+from vpe_lib.data.seg_sources import load_labelled_splits, parse_source
+from vpe_lib.eval.baselines import colour_baseline, fit_frame_difference, frame_difference
+from vpe_lib.eval.segmentation import (SegAccumulator, coco_ground_truth, curve_status, instance_ap,
+                                       paired_difference, semantic_to_instances)
+from vpe_lib.models.encoders import ImageEncoder, PixelEncoder, TokenizerEncoder, select_levels
+from vpe_lib.models.heads import SegmentationModel, build_head
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.unet import UNet2D
 from vpe_lib.stages.common import require, write_json, write_metrics
 from vpe_lib.stages.pretrain_stage import load_tokenizer
+from vpe_lib.stages.seg_protocol import (Method, budget_index, choose_lr, file_digest, main_methods, pct_name,
+                                         pushworld_splits, run_key)
 from vpe_lib.train.loop import train
 
 
+# ---------------------------------------------------------------------------- helpers
+
+
 def segmentation_step(model: nn.Module, batch):
-    images, masks = batch
-    logits = model(images)
-    loss = F.cross_entropy(logits, masks)
-    return loss, {}
+    inputs, target = batch
+    logits = model(inputs)
+    return F.cross_entropy(logits, target, ignore_index=255), {}
+
+
+def with_flips(frames: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal-flip augmentation as extra labelled frames: the same set for every model."""
+    return np.concatenate([frames, frames[:, :, ::-1]]), np.concatenate([labels, labels[:, :, ::-1]])
+
+
+def foreground(semantic: np.ndarray) -> np.ndarray:
+    """Any class but background; ignore (255, COCO crowd) is not foreground."""
+    return (semantic > 0) & (semantic != 255)
+
+
+def images(frames: np.ndarray) -> torch.Tensor:
+    return rearrange(to_unit_range(frames), "b h w c -> b c h w")
 
 
 @torch.no_grad()
-def predict_foreground(model: nn.Module, frames: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """Boolean foreground masks (N, H, W) for uint8 frames (N, H, W, 3)."""
-    model.eval()
-    preds = []
-    for k in range(0, len(frames), batch_size):
-        x = rearrange(to_unit_range(frames[k : k + batch_size]), "b h w c -> b c h w")
-        preds.append(model(x).argmax(1).numpy().astype(bool))
-    return np.concatenate(preds)
-
-
-def score(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    acc = IoUAccumulator()
-    acc.update(pred, true)
-    return acc.result()
-
-
-def _pixel_features(frames: np.ndarray) -> np.ndarray:
-    n, h, w, _ = frames.shape
-    yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
-    pos = np.broadcast_to(np.stack([yy, xx], -1), (n, h, w, 2))
-    return np.concatenate([frames / 255.0, pos], -1).reshape(-1, 5).astype(np.float32)
-
-
-def colour_baseline(train_frames, train_masks, test_frames, *, n_pixels: int, seed: int = 0) -> np.ndarray:
-    """Per-pixel logistic regression on RGB and (x, y), with quadratic feature crosses."""
-    rng = np.random.default_rng(seed)
-    x, y = _pixel_features(train_frames), train_masks.reshape(-1)
-    pick = rng.choice(len(x), size=min(n_pixels, len(x)), replace=False)
-    clf = make_pipeline(PolynomialFeatures(2), StandardScaler(), LogisticRegression(max_iter=500))
-    clf.fit(x[pick], y[pick])
-    return clf.predict(_pixel_features(test_frames)).reshape(test_frames.shape[:3]).astype(bool)
-
-
-def _head(kind: str, encoder: VQVAE3D, hidden: int, resolution: int = 0) -> tuple[nn.Module, bool]:
-    if kind == "conv":
-        return ConvHead(in_channels=list(encoder.feature_channels), n_classes=2, hidden=hidden,
-                        max_resolution=resolution or None), True
-    if kind == "linear":
-        return LinearHead(in_channels=encoder.feature_channels[-1], n_classes=2), False
-    raise ValueError(f"unknown seg.head {kind!r}; valid: conv, linear")
-
-
-@torch.no_grad()
-def frozen_features(model: SegmentationModel, frames: np.ndarray, *, batch_size: int = 32, progress: bool = True
-                    ) -> list[torch.Tensor]:
-    """The frozen encoder's feature maps for every frame, computed once and kept in float16.
-
-    A frozen encoder gives the same features every epoch, so the heads train on this
-    cache: the encoder's forward pass (a clip of repeated frames through 3D convs)
-    would otherwise dominate the cost of every step and every seed.
-    """
-    chunks: list[list[torch.Tensor]] = []
-    for k in tqdm(range(0, len(frames), batch_size), desc="encoder features", disable=not progress, leave=False):
-        x = rearrange(to_unit_range(frames[k : k + batch_size]), "b h w c -> b c h w")
-        feats = model.features(x)
-        chunks.append([f.half() for f in (feats if isinstance(feats, list) else [feats])])
+def encoder_features(encoder: ImageEncoder, frames: np.ndarray, *, batch_size: int = 32, progress: bool = False,
+                     desc: str = "encoder features") -> list[torch.Tensor]:
+    """The frozen encoder's maps for every frame, computed once and kept in float16."""
+    encoder.eval()
+    chunks = []
+    for k in tqdm(range(0, len(frames), batch_size), desc=desc, disable=not progress, leave=False):
+        chunks.append([f.half() for f in encoder.forward_intermediates(images(frames[k:k + batch_size]))])
     return [torch.cat(level) for level in zip(*chunks)]
 
 
 class CachedFeatureBatches:
-    """Random (cached features, masks) batches; deterministic per step like FrameBatches."""
+    """Random (cached features, labels) batches of a subset; deterministic per step like FrameBatches."""
 
-    def __init__(self, features: list[torch.Tensor], masks: np.ndarray, *, batch_size: int, seed: int):
-        self.features, self.masks = features, torch.from_numpy(masks).long()
-        self.batch_size, self.seed = batch_size, seed
+    def __init__(self, features: list[torch.Tensor], labels: np.ndarray, index: np.ndarray, *, batch_size: int,
+                 seed: int):
+        self.features, self.labels = features, torch.from_numpy(np.ascontiguousarray(labels)).long()
+        self.index, self.batch_size, self.seed = torch.from_numpy(index), batch_size, seed
 
     def __call__(self, step: int):
-        idx = torch.from_numpy(np.random.default_rng([self.seed, step]).integers(0, len(self.masks), self.batch_size))
-        return [f[idx].float() for f in self.features], self.masks[idx]
+        pick = np.random.default_rng([self.seed, step]).integers(0, len(self.index), self.batch_size)
+        idx = self.index[torch.from_numpy(pick)]
+        return [f[idx].float() for f in self.features], self.labels[idx]
 
 
 class HeadOnFeatures(nn.Module):
-    """Trains a head on cached features; its weights are the same module the full model uses."""
+    """A head trained on cached maps; the same module the full model uses."""
 
-    def __init__(self, head: nn.Module, size: tuple[int, int], multi_level: bool):
+    def __init__(self, head: nn.Module, size: tuple[int, int]):
         super().__init__()
-        self.head, self.size, self.multi_level = head, size, multi_level
+        self.head, self.size = head, size
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.head(features if self.multi_level else features[-1], size=self.size)
+        return self.head(features, size=self.size)
 
 
-def with_flips(frames: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Horizontal-flip augmentation as extra labelled frames: the same set for every model."""
-    return np.concatenate([frames, frames[:, :, ::-1]]), np.concatenate([masks, masks[:, :, ::-1]])
+@torch.no_grad()
+def predict_probs(model: nn.Module, inputs: np.ndarray | list[torch.Tensor], *, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities (N, C, H, W) float16 for uint8 frames, or for cached feature maps."""
+    was = model.training
+    model.eval()
+    n = len(inputs) if isinstance(inputs, np.ndarray) else len(inputs[0])
+    out = []
+    for k in range(0, n, batch_size):
+        x = images(inputs[k:k + batch_size]) if isinstance(inputs, np.ndarray) else [
+            f[k:k + batch_size].float() for f in inputs]
+        out.append(model(x).softmax(1).half().numpy())
+    model.train(was)
+    return np.concatenate(out)
 
 
-def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool = True) -> dict[str, float]:
-    data_dir = require(run_dir, "data", "pushworld/manifest.json")
-    require(run_dir, "pretrain", "final.pt")
-    s = cfg.seg
-    train_frames, train_masks = labelled_frames(PushWorldStore(data_dir / "pushworld", "train"), frame_stride=s.frame_stride)
-    test_frames, test_masks = labelled_frames(PushWorldStore(data_dir / "pushworld", "test"), frame_stride=s.test_frame_stride)
-    if s.flip_augment:
-        train_frames, train_masks = with_flips(train_frames, train_masks)
-    size = tuple(train_frames.shape[1:3])
+def n_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    def frozen_model(pretrained: bool, head_seed: int = 0) -> SegmentationModel:
-        enc = load_tokenizer(run_dir)
-        if not pretrained:
-            torch.manual_seed(0)  # one fixed random encoder: the control's features are cached once
-            enc = VQVAE3D(cfg=enc.cfg).eval()  # same architecture, random weights
-        torch.manual_seed(head_seed)
-        head, multi = _head(s.head, enc, s.head_hidden, s.head_resolution)
-        return SegmentationModel(enc, head, frozen=True, use_intermediates=multi)
 
-    per_seed: dict[str, list[dict]] = {}
-    examples: dict[str, np.ndarray] = {}
-    n_show = min(6, len(test_frames))
+# ---------------------------------------------------------------------------- the study
 
-    def record(name: str, seed: int, model: nn.Module, result) -> None:
-        pred = predict_foreground(model, test_frames)
-        res = score(pred, test_masks)
-        res.update(seed=seed, train_wall_s=result.wall_time_s,
-                   trainable_params=sum(p.numel() for p in result.model.parameters() if p.requires_grad))
-        per_seed.setdefault(name, []).append(res)
-        if seed == s.seeds[0]:
-            examples[name] = pred[:n_show]
 
-    def train_dir(name: str, seed: int) -> Path:
-        return out / "models" / name.replace("/", "_") / f"seed{seed}"
+class Study:
+    """Everything one heads stage needs: data, encoders, caches, and one `run` per training run."""
 
-    # Heads on frozen encoders (pretrained, and the random-weights control), trained on cached features.
-    for name, pretrained in ((f"tokenizer/{s.head}", True), (f"random_tokenizer/{s.head}", False)):
-        features = frozen_features(frozen_model(pretrained), train_frames, progress=progress)
-        for seed in s.seeds:
-            model = frozen_model(pretrained, head_seed=seed)
-            head_model = HeadOnFeatures(model.head, size, model.use_intermediates)
-            batches = CachedFeatureBatches(features, train_masks, batch_size=s.train.batch_size, seed=seed)
-            tcfg = dataclasses.replace(s.train, seed=seed, progress=progress)
-            result = train(head_model, segmentation_step, batches, tcfg, train_dir(name, seed), desc=f"{name} seed {seed}")
-            model.head = result.final_model.head
-            record(name, seed, model, result)
-        del features
+    def __init__(self, cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool = True):
+        self.cfg, self.s, self.run_dir, self.out, self.progress = cfg, cfg.seg, run_dir, out, progress
+        require(run_dir, "pretrain", "final.pt")
+        s = self.s
+        self.source = parse_source(cfg.data.source)[0]
+        self.skipped: list[dict] = []
+        if self.source == "pushworld":
+            data_dir = require(run_dir, "data", "pushworld/manifest.json")
+            self.splits, self.previous = pushworld_splits(data_dir / "pushworld", n_val_videos=s.n_val_videos,
+                                                          frame_stride=s.frame_stride,
+                                                          test_frame_stride=s.test_frame_stride)
+            self.class_names = list(CLASS_NAMES)
+            self.object_classes = list(range(2, len(CLASS_NAMES)))  # the pushable objects, not the arm
+            self.data_digest = file_digest(data_dir / "pushworld" / "manifest.json")
+        else:  # DAVIS / COCO by parameter: every non-background class is an object
+            strides = {"train": s.frame_stride, "val": s.test_frame_stride, "test": s.test_frame_stride}
+            self.splits, report, self.class_names = load_labelled_splits(cfg.data, frame_stride=strides)
+            self.skipped = list(report.skipped)
+            if "val" not in self.splits:
+                raise ValueError(f"{cfg.data.source}: the study chooses hyperparameters on a validation split, "
+                                 f"and this source has none; give it one (data.davis_val / data.coco_fractions)")
+            self.previous = {}
+            self.object_classes = list(range(1, len(self.class_names)))
+            self.data_digest = run_key(cfg.data, {k: (len(v.frames), v.names) for k, v in self.splits.items()})
+        self.n_classes = len(self.class_names)
+        train = self.splits["train"]
+        frames, labels = train.frames, train.semantic
+        vids = train.video_ids
+        if s.flip_augment:
+            frames, labels = with_flips(frames, labels)
+            vids = np.concatenate([vids, vids])
+        self.train_frames, self.train_labels, self.train_vids = frames, labels, vids
+        self.size = tuple(frames.shape[1:3])
+        self.tokenizers = self._pretrained_tokenizers()
+        self._features: dict[str, dict[str, list[torch.Tensor]]] = {}
 
-    # The UNet from scratch sees the same frames, steps and batch size.
-    for seed in s.seeds:
+    # -- encoders
+
+    def _pretrained_tokenizers(self) -> list[tuple[str, Path]]:
+        """(digest, folder) of every pretrained tokenizer: the main one, then the extra pretraining seeds."""
+        pre = self.run_dir / "pretrain"
+        folders = [pre] + sorted((pre / "seeds").glob("seed*")) if (pre / "seeds").exists() else [pre]
+        return [(file_digest(f / "final.pt"), f) for f in folders if (f / "final.pt").exists()]
+
+    def tokenizer_for(self, encoder: str, seed_index: int, seed: int) -> tuple[VQVAE3D, str]:
+        """The pretrained tokenizer paired with this seed, or a random one drawn from the seed."""
+        main = load_tokenizer(self.run_dir)
+        if encoder == "random_tokenizer":
+            torch.manual_seed(10_000 + seed)  # the random draw varies with the seed
+            return VQVAE3D(cfg=main.cfg).eval().channels_last_(), f"random{seed}"
+        digest, folder = self.tokenizers[seed_index % len(self.tokenizers)]
+        if folder != self.run_dir / "pretrain":
+            main.load_state_dict(torch.load(folder / "final.pt", map_location="cpu", weights_only=True))
+        return main.channels_last_(), digest  # +40% for 3D convs on CPU (measured), same results
+
+    def encoder(self, method: Method, seed_index: int, seed: int) -> tuple[ImageEncoder, str]:
+        if method.encoder == "pixels":
+            enc, ident = PixelEncoder(), "pixels"
+        else:
+            tok, ident = self.tokenizer_for(method.encoder, seed_index, seed)
+            enc = TokenizerEncoder(tok, still=self.s.still, clip_frames=self.s.still_clip_frames or None)
+        return select_levels(enc, list(method.levels) or None), ident
+
+    def features(self, encoder: ImageEncoder, ident: str) -> dict[str, list[torch.Tensor]]:
+        """Cached maps of train (with flips), val and test frames; one encoder instance at a time."""
+        if ident not in self._features:
+            self._features.clear()  # keep one encoder's cache in memory
+            self._features[ident] = {
+                "train": encoder_features(encoder, self.train_frames, progress=self.progress, desc=f"{ident} features"),
+                "val": encoder_features(encoder, self.splits["val"].frames),
+                "test": encoder_features(encoder, self.splits["test"].frames),
+            }
+        return self._features[ident]
+
+    # -- one training run
+
+    def run(self, method: Method, pct: float, seed_index: int, seed: int, lr: float) -> dict:
+        s = self.s
+        index = budget_index(self.train_vids, pct, seed)
+        tcfg = dataclasses.replace(s.train, seed=seed, lr=lr, progress=self.progress)
         torch.manual_seed(seed)
-        model = UNet2D(in_channels=3, n_classes=2, base_channels=s.unet_base_channels, depth=s.unet_depth)
-        batches = FrameBatches(train_frames, train_masks, batch_size=s.train.batch_size, seed=seed, flip=False)
-        tcfg = dataclasses.replace(s.train, seed=seed, progress=progress)
-        result = train(model, segmentation_step, batches, tcfg, train_dir("unet", seed), desc=f"unet seed {seed}")
-        record("unet", seed, result.final_model, result)
+        val_sem = self.splits["val"].semantic
+        if method.encoder == "unet":
+            model = UNet2D(in_channels=3, n_classes=self.n_classes, base_channels=s.unet_base_channels,
+                           depth=s.unet_depth)
+            ident, inputs = "unet", None
+        else:
+            enc, ident = self.encoder(method, seed_index, seed)
+            torch.manual_seed(seed)
+            head = build_head(method.head, enc.feature_info, n_classes=self.n_classes, hidden=s.head_hidden,
+                              out_stride=method.out_stride or s.head_out_stride)
+            model = SegmentationModel(enc if method.mode == "frozen" else copy.deepcopy(enc), head,
+                                      frozen=method.mode == "frozen", encoder_lr_scale=s.encoder_lr_scale)
+            inputs = self.features(enc, ident + "|" + ",".join(method.levels)) if method.mode == "frozen" else None
+        if inputs is not None:  # frozen: train the head on cached maps
+            trained: nn.Module = HeadOnFeatures(model.head, self.size)
+            batches = CachedFeatureBatches(inputs["train"], self.train_labels, index, batch_size=tcfg.batch_size,
+                                           seed=seed)
+            val_in, test_in = inputs["val"], inputs["test"]
+        else:
+            trained = model
+            batches = FrameBatches(self.train_frames[index], self.train_labels[index], batch_size=tcfg.batch_size,
+                                   seed=seed, flip=False)
+            val_in, test_in = self.splits["val"].frames, self.splits["test"].frames
 
-    colour_pred = colour_baseline(train_frames, train_masks, test_frames, n_pixels=s.colour_baseline_pixels)
-    per_seed["colour_baseline"] = [score(colour_pred, test_masks)]
-    examples["colour_baseline"] = colour_pred[:n_show]
-    per_seed["all_foreground"] = [score(np.ones_like(test_masks), test_masks)]
+        def val_score(m: nn.Module) -> dict[str, float]:
+            pred = predict_probs(m, val_in).argmax(1)
+            acc = SegAccumulator(self.n_classes, object_classes=self.object_classes)
+            acc.update(pred, val_sem)
+            r = acc.result()
+            return {"fg_iou": r["fg_iou"], "fg_iou_objects": r["fg_iou_objects"]}
 
-    metrics: dict[str, float] = {
-        "seg/n_train_frames": len(train_frames),
-        "seg/n_test_frames": len(test_frames),
-        "seg/test_fg_fraction": float(test_masks.mean()),
-        "seg/n_seeds": len(s.seeds),
-    }
-    for name, runs in per_seed.items():
-        for key in ("fg_iou", "miou"):
-            vals = np.array([r[key] for r in runs])
-            metrics[f"seg/{key}/{name}"] = float(vals.mean())
-            if len(runs) > 1:
-                metrics[f"seg/{key}_std/{name}"] = float(vals.std(ddof=1))
-    write_json(out / "per_seed.json", per_seed)
-    np.savez_compressed(out / "examples.npz", frames=test_frames[:n_show], truth=test_masks[:n_show],
-                        **{k.replace("/", "__"): v for k, v in examples.items()})
+        key = run_key(method, pct, seed, lr, tcfg, dataclasses.asdict(s), ident, self.data_digest)
+        folder = self.out / "runs" / method.key / f"{pct_name(pct)}_seed{seed}_lr{lr:g}_{key}"
+        start = time.perf_counter()
+        result = train(trained, segmentation_step, batches, tcfg, folder, eval_fn=val_score,
+                       desc=f"{method.name} {pct_name(pct)} seed {seed} lr {lr:g}")
+        curve = [(r["step"], r["eval/fg_iou"]) for r in result.history if "eval/fg_iou" in r]
+        probs = predict_probs(result.final_model, test_in)
+        return {"method": method.name, "pct": pct, "seed": seed, "lr": lr, "curve": curve,
+                "val_fg_iou": curve[-1][1] if curve else float("nan"),
+                "train_wall_s": result.wall_time_s, "stage_wall_s": time.perf_counter() - start,
+                "trainable_params": n_trainable(model), "encoder": ident, "probs": probs,
+                "curve_status": curve_status([c[0] for c in curve], [c[1] for c in curve])}
+
+    # -- scoring
+
+    def score(self, pred: np.ndarray) -> dict[str, float]:
+        acc = SegAccumulator(self.n_classes, object_classes=self.object_classes)
+        acc.update(pred, self.splits["test"].semantic)
+        r = acc.result()
+        return {k: r[k] for k in ("fg_iou", "fg_iou_objects", "miou", "dice", "boundary_f", "pixel_acc")}
+
+
+def _summarise(records: list[dict]) -> dict[str, float]:
+    out = {}
+    for key in ("fg_iou", "fg_iou_objects", "miou", "dice", "boundary_f", "ap", "ap50", "ap75"):
+        vals = np.array([r[key] for r in records if key in r], float)
+        if len(vals):
+            out[key] = float(vals.mean())
+            out[f"{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+    return out
+
+
+def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool = True,
+                    log: Callable[[str], None] = print) -> dict[str, float]:
+    s = cfg.seg
+    study = Study(cfg, run_dir, out, progress=progress)
+    test = study.splits["test"]
+    gt = coco_ground_truth(test.instance, test.semantic, class_names=study.class_names,
+                           classes=study.object_classes) if s.coco_ap and test.instance is not None else None
+    methods = main_methods(s.encoders, s.heads, s.modes)
+    largest = max(s.label_pcts)
+    ablations = ablation_methods(cfg, study)
+    plan = [(m, pct) for m in methods for pct in s.label_pcts] + [(m, largest) for m in ablations]
+
+    per_run: dict[str, dict[str, list[dict]]] = {}
+    lr_search: dict[str, dict[str, dict[str, float]]] = {}
+    test_preds: dict[str, np.ndarray] = {}
+    t0 = time.perf_counter()
+    for i, (method, pct) in enumerate(plan):
+        log(f"[heads] {i + 1}/{len(plan)} {method.name} at {pct:g}% labels ({time.perf_counter() - t0:.0f} s)")
+        seed0 = s.seeds[0]
+        first = {lr: study.run(method, pct, 0, seed0, lr) for lr in s.lr_grid}
+        lr = choose_lr({lr: r["val_fg_iou"] for lr, r in first.items()})
+        lr_search.setdefault(method.name, {})[pct_name(pct)] = {f"{k:g}": r["val_fg_iou"] for k, r in first.items()}
+        runs = [first[lr]] + [study.run(method, pct, k, seed, lr) for k, seed in enumerate(s.seeds) if k > 0]
+        for r in runs:
+            probs = r.pop("probs")
+            pred = probs.argmax(1).astype(np.uint8)
+            r.update(study.score(pred))
+            if gt is not None:
+                r.update(instance_ap(gt, [semantic_to_instances(p.astype(np.float32), classes=study.object_classes)
+                                          for p in probs]))
+            if r["seed"] == seed0 and pct == largest:
+                test_preds[method.key] = pred
+        per_run.setdefault(method.name, {})[pct_name(pct)] = runs
+
+    metrics = collect(per_run, s, study)
+    baselines = run_baselines(study, s)
+    for name, res in baselines.items():
+        for k, v in res.items():
+            metrics[f"seg/{k}/{name}"] = v
+    if study.source != "pushworld":  # seg/davis/..., seg/coco/...: never mistaken for PushWorld rows
+        metrics = {k.replace("seg/", f"seg/{study.source}/", 1): v for k, v in metrics.items()}
+        metrics[f"seg/{study.source}/n_skipped"] = len(study.skipped)
+    write_json(out / "skipped.json", {"skipped": study.skipped})
+    write_json(out / "per_seed.json", {m: {p: [{k: v for k, v in r.items()} for r in rs] for p, rs in d.items()}
+                                       for m, d in per_run.items()})
+    write_json(out / "lr_search.json", lr_search)
+    write_json(out / "baselines.json", baselines)
+    np.savez_compressed(out / "test_preds.npz", frames=test.frames, truth=test.semantic, **test_preds)
     write_metrics(out, metrics)
     return metrics
+
+
+def ablation_methods(cfg: RunConfig, study: Study) -> list[Method]:
+    """Where is the signal? A linear probe on each encoder level alone, and the main head without
+    the near-pixel (stride-1) maps; pretrained and random, frozen, at the largest budget."""
+    s = cfg.seg
+    out: list[Method] = []
+    encs = [e for e in ("tokenizer", "random_tokenizer") if e in s.encoders]
+    if not encs:
+        return out
+    info = study.encoder(Method("tokenizer"), 0, s.seeds[0])[0].feature_info
+    if s.level_probes:
+        for f in info:
+            out += [Method(e, "linear", "frozen", levels=(f.name,), tag=f"probe-{f.name}") for e in encs]
+    if s.without_pixel_levels:
+        coarse = tuple(f.name for f in info if f.stride > 1)
+        for head in s.heads:
+            out += [Method(e, head, "frozen", levels=coarse, tag="no-stride1") for e in encs]
+    if s.coarse_out_stride:
+        for head in s.heads:
+            out += [Method(e, head, "frozen", out_stride=s.coarse_out_stride, tag=f"out-stride{s.coarse_out_stride}")
+                    for e in encs]
+    return out
+
+
+def collect(per_run: dict[str, dict[str, list[dict]]], s, study: Study) -> dict[str, float]:
+    """Flat metrics: per method and budget the mean ± std over seeds, the paired difference from the
+    UNet and (for pretrained encoders) from the random-weight control, with 95% intervals."""
+    m: dict[str, float] = {
+        "seg/n_train_frames": len(study.train_frames),
+        "seg/n_train_videos": len(np.unique(study.train_vids)),
+        "seg/n_val_frames": len(study.splits["val"].frames),
+        "seg/n_test_frames": len(study.splits["test"].frames),
+        "seg/test_fg_fraction": float(foreground(study.splits["test"].semantic).mean()),
+        "seg/n_seeds": len(s.seeds),
+        "seg/pretrain_seeds": len(study.tokenizers),
+    }
+    for name, budgets in per_run.items():
+        for pct, runs in budgets.items():
+            for k, v in _summarise(runs).items():
+                metric, std = (k[:-4], "_std") if k.endswith("_std") else (k, "")
+                prefix = "coco_ap" if metric.startswith("ap") else metric + std
+                if metric.startswith("ap"):
+                    if std:
+                        continue
+                    m[f"seg/coco_ap/{name}/{pct}/{metric}"] = v
+                else:
+                    m[f"seg/{prefix}/{name}/{pct}"] = v
+            m[f"seg/lr/{name}/{pct}"] = runs[0]["lr"]
+            m[f"seg/trainable_params/{name}/{pct}"] = runs[0]["trainable_params"]
+            m[f"seg/train_wall_s/{name}/{pct}"] = float(np.mean([r["train_wall_s"] for r in runs]))
+            m[f"seg/still_rising/{name}/{pct}"] = float(np.mean([r["curve_status"] == "still rising" for r in runs]))
+    for name, budgets in per_run.items():
+        if name == "unet":
+            continue
+        for pct, runs in budgets.items():
+            a = [r["fg_iou"] for r in runs]
+            refs = {"diff_vs_unet": per_run.get("unet", {}).get(pct)}
+            if name.startswith("tokenizer/"):
+                refs["diff_vs_random"] = per_run.get("random_" + name, {}).get(pct)
+            for label, ref in refs.items():
+                if ref:
+                    d = paired_difference(a, [r["fg_iou"] for r in ref])
+                    for k in ("mean", "ci_low", "ci_high"):
+                        m[f"seg/{label}/{name}/{pct}/{k}"] = d[k]
+    # aliases of the flat keys earlier reports used: the 100% frozen rows
+    for name in per_run:
+        full = f"seg/fg_iou/{name}/labels100"
+        if name.endswith("/frozen") and full in m:
+            m[f"seg/fg_iou/{name.removesuffix('/frozen')}"] = m[full]
+    if "seg/fg_iou/unet/labels100" in m:
+        m["seg/fg_iou/unet"] = m["seg/fg_iou/unet/labels100"]
+    return m
+
+
+def run_baselines(study: Study, s) -> dict[str, dict[str, float]]:
+    """All-background, all-foreground, the per-pixel colour model (per budget, first seed's videos)
+    and frame differencing (threshold chosen on validation)."""
+    test = study.splits["test"]
+    out = {"all_background": study.score(np.zeros_like(test.semantic)),
+           "all_foreground": study.score(np.ones_like(test.semantic))}
+    for pct in s.label_pcts:
+        idx = budget_index(study.train_vids, pct, s.seeds[0])
+        fg = colour_baseline(study.train_frames[idx], foreground(study.train_labels[idx]), test.frames,
+                             n_pixels=s.colour_baseline_pixels)
+        out[f"colour_baseline/{pct_name(pct)}"] = study.score(fg.astype(np.uint8))
+    if study.previous:  # video sources only
+        val = study.splits["val"]
+        thr, _ = fit_frame_difference(val.frames, study.previous["val"], foreground(val.semantic))
+        fd = frame_difference(test.frames, study.previous["test"], thr)
+        out["frame_difference"] = {**study.score(fd.astype(np.uint8)), "threshold": thr}
+    return out

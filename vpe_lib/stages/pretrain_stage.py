@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vpe_lib.config import PretrainConfig, RunConfig, load_config
+from vpe_lib.config import PretrainConfig, RunConfig
+from vpe_lib.data.clips import RealClipBatches
 from vpe_lib.data.samplers import ClipBatches, from_unit_range
+from vpe_lib.data.seg_sources import parse_source, pretraining_clip_source
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.eval.metrics import psnr, ssim
 from vpe_lib.eval.rate_distortion import rate_distortion_reference, token_bits_per_pixel
@@ -80,8 +82,9 @@ def train_tokenizer(tok_cfg: TokenizerConfig, p: PretrainConfig, train_cfg: Trai
     torch.manual_seed(train_cfg.seed)
     model = VQVAE3D(cfg=tok_cfg).channels_last_()  # +14-34% on CPU, same results (tested)
     trainer = TokenizerTrainer(model, p.loss, grad_accum=train_cfg.grad_accum)
-    batches = ClipBatches(train_store, clip_frames=tok_cfg.clip_frames, batch_size=train_cfg.batch_size,
-                          seed=train_cfg.seed)
+    batch_type = ClipBatches if isinstance(train_store, PushWorldStore) else RealClipBatches  # real video
+    batches = batch_type(train_store, clip_frames=tok_cfg.clip_frames, batch_size=train_cfg.batch_size,
+                         seed=train_cfg.seed)
     result = train(trainer, tokenizer_step, batches, train_cfg, out,
                    eval_fn=lambda t: evaluate_tokenizer(t.tokenizer, eval_clips), desc=desc)
     model = result.model.tokenizer
@@ -129,11 +132,17 @@ def run_quantizer_comparison(cfg: RunConfig, train_store: PushWorldStore, eval_c
 
 
 def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool = True) -> dict[str, float]:
-    data_dir = require(run_dir, "data", "pushworld/manifest.json")
-    train_store = PushWorldStore(data_dir / "pushworld", "train")
-    test_store = PushWorldStore(data_dir / "pushworld", "test")
     p = cfg.pretrain
-    eval_clips = ClipBatches(test_store, clip_frames=p.tokenizer.clip_frames, batch_size=1).fixed(p.n_eval_clips)
+    if parse_source(cfg.data.source)[0] == "davis":
+        # pretrain on the frames of the DAVIS training sequences; held-out clips from the others
+        train_store = pretraining_clip_source(cfg.data, split_names=("train",))
+        held_out = pretraining_clip_source(cfg.data, split_names=("val", "test"))
+        eval_clips = RealClipBatches(held_out, clip_frames=p.tokenizer.clip_frames, batch_size=1).fixed(p.n_eval_clips)
+    else:  # PushWorld (also for COCO: its images are not video; the encoder is judged on transfer)
+        data_dir = require(run_dir, "data", "pushworld/manifest.json")
+        train_store = PushWorldStore(data_dir / "pushworld", "train")
+        test_store = PushWorldStore(data_dir / "pushworld", "test")
+        eval_clips = ClipBatches(test_store, clip_frames=p.tokenizer.clip_frames, batch_size=1).fixed(p.n_eval_clips)
     train_cfg = dataclasses.replace(p.train, progress=progress)
     model, result, final = train_tokenizer(p.tokenizer, p, train_cfg, train_store, eval_clips, out)
 
@@ -167,6 +176,12 @@ def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bo
         metrics["tokenizer/jpeg_psnr_db_at_same_rate"] = reference["jpeg_psnr_db_at_token_rate"]
     if p.compare_quantizers:
         metrics.update(run_quantizer_comparison(cfg, train_store, eval_clips, out, progress=progress))
+    for seed in p.extra_seeds:  # more pretrained tokenizers: the study's seeds then vary the pretraining
+        seed_cfg = dataclasses.replace(train_cfg, seed=seed)
+        _, _, seed_final = train_tokenizer(p.tokenizer, p, seed_cfg, train_store, eval_clips,
+                                           out / "seeds" / f"seed{seed}", desc=f"tokenizer seed {seed}")
+        metrics[f"tokenizer/seed{seed}/psnr_db"] = seed_final["psnr_db"]
+        metrics[f"tokenizer/seed{seed}/codebook_utilisation"] = seed_final["codebook_utilisation"]
     write_json(out / "rate_distortion.json", reference)  # atomic; NaN (no JPEG point there) -> null
     write_metrics(out, metrics)
     return metrics
@@ -175,8 +190,12 @@ def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bo
 def load_tokenizer(run_dir: str | Path) -> VQVAE3D:
     """The trained tokenizer of a run, in eval mode (reads pretrain/config.json and final.pt)."""
     pre = require(run_dir, "pretrain", "final.pt", "config.json")
-    cfg = load_config(pre / "config.json")
-    model = VQVAE3D(cfg=cfg.pretrain.tokenizer)
+    # Only the tokenizer's section: a run made before another section's fields changed still loads.
+    try:
+        tok_cfg = TokenizerConfig(**json.loads((pre / "config.json").read_text())["pretrain"]["tokenizer"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{pre / 'config.json'}: no valid pretrain.tokenizer section ({err})") from err
+    model = VQVAE3D(cfg=tok_cfg)
     state = torch.load(pre / "final.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(tokenizer_state_dict(state))  # final.pt holds the TokenizerTrainer
     return model.eval()

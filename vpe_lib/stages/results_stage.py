@@ -1,14 +1,23 @@
-"""Stage 05: gather every stage's metrics into one table and the headline comparisons."""
+"""Stage 05: gather every stage's metrics into one table and the headline comparisons.
+
+The segmentation study's table and its one-sentence answers are built here from the flat
+metrics (`seg/<metric>/<method>/labels<pct>`), so the notebook, the index page and the tests
+read the same rows and the same sentences.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from vpe_lib.eval.segmentation import verdict
 from vpe_lib.stages.common import STAGES, read_metrics, write_metrics
 
 # Below this gap (in IoU points) between the UNet and the per-pixel colour
 # baseline the world is too easy to tell encoders apart (issue 2).
 MIN_DIFFICULTY_GAP = 0.10
+ROW_METRICS = ("fg_iou", "fg_iou_objects", "miou", "dice", "boundary_f")
+_ROW = re.compile(r"^(?P<method>.+)/(?P<pct>labels[0-9.]+)$")  # after "<prefix>/fg_iou/"
 
 
 def collect_metrics(run_dir: str | Path, *, include_results: bool = False) -> dict[str, float]:
@@ -20,26 +29,77 @@ def collect_metrics(run_dir: str | Path, *, include_results: bool = False) -> di
     return merged
 
 
-def segmentation_rows(metrics: dict[str, float]) -> list[dict]:
-    """One row per segmentation model: name, fg IoU mean/std, mIoU."""
+def _pct(label: str) -> float:
+    return float(label.removeprefix("labels"))
+
+
+def study_rows(m: dict[str, float], prefix: str = "seg") -> list[dict]:
+    """One row per (method, label budget) of the study: every metric's mean and std over seeds,
+    COCO AP, the paired differences from the UNet and from the random-weight control (95% CI),
+    trainable parameters, training time, chosen learning rate and learning-curve status."""
     rows = []
+    for key in m:
+        head = prefix + "/fg_iou/"
+        hit = _ROW.match(key[len(head):]) if key.startswith(head) else None
+        if not hit:
+            continue
+        method, pct = hit["method"], hit["pct"]
+        get = lambda k: m.get(f"{prefix}/{k}/{method}/{pct}")  # noqa: E731
+        row = {"method": method, "labels": pct, "pct": _pct(pct)}
+        for metric in ROW_METRICS:
+            row[metric], row[metric + "_std"] = get(metric), get(metric + "_std")
+        for k in ("ap", "ap50", "ap75"):
+            row[k] = m.get(f"{prefix}/coco_ap/{method}/{pct}/{k}")
+        for ref in ("diff_vs_unet", "diff_vs_random"):
+            row[ref] = {k: m.get(f"{prefix}/{ref}/{method}/{pct}/{k}") for k in ("mean", "ci_low", "ci_high")}
+        row["params"], row["train_s"], row["lr"] = get("trainable_params"), get("train_wall_s"), get("lr")
+        rising = get("still_rising")
+        row["curve"] = "—" if rising is None else ("still rising" if rising > 0 else "converged")
+        if rising is not None and 0 < rising < 1:
+            row["curve"] = f"still rising ({rising:.0%} of seeds)"
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["pct"], -(r["fg_iou"] if r["fg_iou"] is not None else -1)))
+
+
+def segmentation_rows(metrics: dict[str, float]) -> list[dict]:
+    """The study's rows at the largest label budget, plus the trivial baselines (one per name)."""
+    rows = study_rows(metrics)
+    top = max((r["pct"] for r in rows), default=None)
+    out = [{"model": r["method"], "fg_iou": r["fg_iou"], "fg_iou_std": r["fg_iou_std"], "miou": r["miou"]}
+           for r in rows if r["pct"] == top]
     for key, value in metrics.items():
-        if key.startswith("seg/fg_iou/"):
-            name = key.removeprefix("seg/fg_iou/")
-            rows.append({"model": name, "fg_iou": value, "fg_iou_std": metrics.get(f"seg/fg_iou_std/{name}"),
-                         "miou": metrics.get(f"seg/miou/{name}")})
-    return sorted(rows, key=lambda r: -(r["fg_iou"] if r["fg_iou"] is not None else -1))
+        name = key.removeprefix("seg/fg_iou/")
+        if key.startswith("seg/fg_iou/") and name in ("all_background", "all_foreground", "frame_difference"):
+            out.append({"model": name, "fg_iou": value, "fg_iou_std": None, "miou": metrics.get(f"seg/miou/{name}")})
+    return sorted(out, key=lambda r: -(r["fg_iou"] if r["fg_iou"] is not None else -1))
 
 
-def run_results_stage(run_dir: Path, out: Path, *, head: str) -> dict[str, float]:
+def answers(m: dict[str, float], *, n_seeds: int, prefix: str = "seg") -> list[str]:
+    """One sentence per label budget and pretrained method, from the paired 95% intervals:
+    against the UNet, and against the same architecture with random weights."""
+    rows = study_rows(m, prefix)
+    out = []
+    for r in rows:
+        if not r["method"].startswith("tokenizer/") or r["method"].count("/") != 2:
+            continue  # the main pretrained rows; ablations are in the table
+        for ref, other in (("diff_vs_unet", "the UNet from scratch"),
+                           ("diff_vs_random", f"random_{r['method']}")):
+            d = r[ref]
+            if d["mean"] is None:
+                continue
+            diff = {**d, "n": n_seeds}
+            if d["ci_low"] is None:
+                diff["ci_low"] = diff["ci_high"] = float("nan")
+            out.append(f"At {r['pct']:g}% labels: " + verdict(diff, better=r["method"], worse=other))
+    return out
+
+
+def run_results_stage(run_dir: Path, out: Path) -> dict[str, float]:
     m = collect_metrics(run_dir)
-    unet, colour = m["seg/fg_iou/unet"], m["seg/fg_iou/colour_baseline"]
-    tok, rnd = m[f"seg/fg_iou/tokenizer/{head}"], m[f"seg/fg_iou/random_tokenizer/{head}"]
-    derived = {
-        "results/unet_minus_colour_baseline": unet - colour,
-        "results/world_hard_enough": float(unet - colour >= MIN_DIFFICULTY_GAP),
-        "results/tokenizer_minus_unet": tok - unet,
-        "results/tokenizer_minus_random_tokenizer": tok - rnd,
-    }
+    derived: dict[str, float] = {}
+    unet, colour = m.get("seg/fg_iou/unet"), m.get("seg/fg_iou/colour_baseline/labels100")
+    if unet is not None and colour is not None:
+        derived["results/unet_minus_colour_baseline"] = unet - colour
+        derived["results/world_hard_enough"] = float(unet - colour >= MIN_DIFFICULTY_GAP)
     write_metrics(out, derived)
     return {**m, **derived}

@@ -195,13 +195,24 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return f
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for p in model.parameters():
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None) -> list[dict]:
+    """Weight decay on weights with ndim >= 2 only; a model with `lr_scale(name) -> float`
+    (e.g. a fine-tuned encoder at a lower rate than its head) gets one group per scale."""
+    scale_of = getattr(model, "lr_scale", None)
+    groups: dict[tuple[bool, float], list] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+            scale = float(scale_of(name)) if scale_of is not None else 1.0
+            groups.setdefault((p.ndim >= 2, scale), []).append(p)
+    out = []
+    for (decay, scale), params in sorted(groups.items(), key=lambda kv: (-kv[0][1], not kv[0][0])):
+        g = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+        if scale != 1.0:
+            if lr is None:
+                raise ValueError("param_groups: the model scales learning rates per parameter; pass lr")
+            g["lr"] = lr * scale
+        out.append(g)
+    return out
 
 
 class ModelEMA:
@@ -353,7 +364,7 @@ def train(
         device = torch.device("cuda", torch.cuda.current_device())  # NCCL needs the model on this rank's GPU
         raw.to(device)
     trainable = [p for p in raw.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    opt = torch.optim.AdamW(param_groups(raw, cfg.weight_decay, cfg.lr), lr=cfg.lr, betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     ema = ModelEMA(raw, cfg.ema_decay) if cfg.ema_decay > 0 else None
 

@@ -1,0 +1,105 @@
+"""Figures of the segmentation study, from the heads stage's files (per_seed.json, test_preds.npz).
+
+Every figure shows the seeds themselves (dots), not only a mean: with three seeds a reader
+should see the spread the intervals come from.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from vpe_lib import plots
+
+
+def _main(name: str) -> bool:
+    return name.count("/") <= 2  # encoder/head/mode or unet: not an ablation
+
+
+def score_bars(per_seed: dict, *, metric: str = "fg_iou", methods=None, ax=None, title: str = ""):
+    """Per label budget, one bar per method (mean over seeds) with every seed as a dot."""
+    methods = methods or [m for m in per_seed if _main(m)]
+    budgets = sorted({b for m in methods for b in per_seed[m]}, key=lambda b: float(b.removeprefix("labels")))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 + 1.1 * len(budgets) * len(methods) / 3, 3.4))
+    width = 0.8 / max(len(methods), 1)
+    for i, m in enumerate(methods):
+        for j, b in enumerate(budgets):
+            vals = [r[metric] for r in per_seed[m].get(b, [])]
+            if not vals:
+                continue
+            x = j + (i - (len(methods) - 1) / 2) * width
+            ax.bar(x, np.mean(vals), width * 0.9, color=f"C{i}", alpha=0.75, label=m if j == 0 else None)
+            ax.scatter([x] * len(vals), vals, color="k", s=8, zorder=3)
+    ax.set_xticks(range(len(budgets)), [f"{b.removeprefix('labels')}% labels" for b in budgets])
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def learning_curves(per_seed: dict, *, methods=None, budgets=None, metric_label: str = "validation fg IoU"):
+    """Held-out (validation) curves of every run at its chosen learning rate: one panel per budget,
+    one colour per method, one line per seed. A curve still rising at the end was not converged."""
+    methods = methods or [m for m in per_seed if _main(m)]
+    budgets = budgets or sorted({b for m in methods for b in per_seed[m]}, key=lambda b: float(b.removeprefix("labels")))
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.2), squeeze=False, sharey=True)
+    for ax, b in zip(axes[0], budgets):
+        for i, m in enumerate(methods):
+            for k, r in enumerate(per_seed[m].get(b, [])):
+                if r["curve"]:
+                    steps, vals = zip(*r["curve"])
+                    ax.plot(steps, vals, color=f"C{i}", alpha=0.8, lw=1, label=m if k == 0 else None)
+        ax.set_title(f"{b.removeprefix('labels')}% labels", fontsize=9)
+        ax.set_xlabel("update")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(metric_label)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def level_probes(per_seed: dict, *, budget: str, ax=None):
+    """Linear probes on each encoder level alone: pretrained vs random weights, seeds as dots."""
+    probes = sorted({m.split("/probe-")[1] for m in per_seed if "/probe-" in m})
+    if not probes:
+        return None
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.5 + 1.2 * len(probes), 3.2))
+    for i, enc in enumerate(("tokenizer", "random_tokenizer")):
+        for j, level in enumerate(probes):
+            runs = per_seed.get(f"{enc}/linear/frozen/probe-{level}", {}).get(budget, [])
+            vals = [r["fg_iou"] for r in runs]
+            if vals:
+                x = j + (i - 0.5) * 0.38
+                ax.bar(x, np.mean(vals), 0.36, color=f"C{i}", alpha=0.75, label=enc if j == 0 else None)
+                ax.scatter([x] * len(vals), vals, color="k", s=8, zorder=3)
+    ax.set_xticks(range(len(probes)), probes)
+    ax.set_xlabel("encoder level (finest first)")
+    ax.set_ylabel("test fg IoU, linear probe")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def per_frame_iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Foreground IoU of every frame (1 where both are empty), to find the hardest ones."""
+    p, t = pred > 0, (truth > 0) & (truth != 255)
+    inter, union = (p & t).sum((1, 2)), (p | t).sum((1, 2))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def hardest_frames(frames: np.ndarray, truth: np.ndarray, preds: dict[str, np.ndarray], *, k: int = 4, size=1.3):
+    """For every method, its k worst test frames by foreground IoU: frame, truth, prediction."""
+    rows, titles = [], []
+    for name, pred in preds.items():
+        iou = per_frame_iou(pred, truth)
+        worst = np.argsort(iou, kind="stable")[:k]
+        row = []
+        for i in worst:
+            row += [frames[i], plots.colourise(truth[i]), plots.colourise(pred[i])]
+        rows.append(row)
+        titles.append(f"{name}\n(IoU {', '.join(f'{iou[i]:.2f}' for i in worst)})")
+    cols = ["frame", "truth", "prediction"] * k
+    return plots.image_grid(rows, row_titles=titles, col_titles=cols, size=size)
