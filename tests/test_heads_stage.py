@@ -183,3 +183,62 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     again = run_heads_stage(cfg, tmp_path, out, progress=False, log=lambda s: None)
     timing = [k for k in m if "/train_wall_s/" in k]  # resumed runs add the seconds it took to load them
     assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in m.items() if k not in timing}
+
+
+# -- real data by parameter (skipped without ../shared/data)
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL = {"pretrain.compare_quantizers": [], "pretrain.compare_steps": 0, "pretrain.train.steps": 3,
+        "seg.train.steps": 4, "seg.train.eval_every": 2, "seg.level_probes": False, "seg.without_pixel_levels": False,
+        "seg.label_pcts": [100], "seg.coco_ap": True}
+
+
+def _shared(name):
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"{path} absent (real data samples live beside the project)")
+    return path
+
+
+@pytest.mark.slow
+def test_davis_layout_by_parameter(tmp_path):
+    """`data.source=davis:<root>`: the tokenizer pretrains on the training sequences' frames, heads
+    train on their masks and are scored on the test sequence; metrics are named seg/davis/..."""
+    from vpe_lib.stages.common import start_stage
+    from vpe_lib.stages.heads_stage import run_heads_stage
+    from vpe_lib.stages.pretrain_stage import run_pretrain_stage
+
+    over = {**REAL, "data.source": f"davis:{_shared('davis_sample')}", "data.davis_train": ["blackswan", "dog"],
+            "data.davis_val": ["car-shadow"], "data.davis_test": ["motocross-jump"], "seg.frame_stride": 4,
+            "seg.test_frame_stride": 4}
+    cfg, out = start_stage("smoke", tmp_path, "pretrain", over)
+    pm = run_pretrain_stage(cfg, tmp_path, out, progress=False)  # no PushWorld data stage needed
+    assert pm["tokenizer/steps"] == 3
+    cfg, out = start_stage("smoke", tmp_path, "heads", over)
+    m = run_heads_stage(cfg, tmp_path, out, progress=False, log=lambda s: None)
+    assert 0 <= m["seg/davis/fg_iou/tokenizer/conv/frozen/labels100"] <= 1
+    assert 0 <= m["seg/davis/fg_iou/unet/labels100"] <= 1
+    assert m["seg/davis/n_test_frames"] == 10  # motocross-jump: 40 frames, every 4th
+    assert not any(k.startswith("seg/fg_iou") for k in m)  # never mistaken for PushWorld rows
+
+
+@pytest.mark.slow
+def test_tiny_coco_by_parameter(tmp_path):
+    """`data.source=coco:<root>`: heads train and are scored on COCO images (crowd ignored), with
+    COCO mask AP; the encoder is the one pretrained on PushWorld video."""
+    from vpe_lib.stages.common import start_stage
+    from vpe_lib.stages.data_stage import run_data_stage
+    from vpe_lib.stages.heads_stage import run_heads_stage
+    from vpe_lib.stages.pretrain_stage import run_pretrain_stage
+
+    over = {**REAL, "data.source": f"coco:{_shared('tiny_coco')}", "seg.encoders": ["tokenizer"],
+            "seg.modes": ["frozen"]}
+    cfg, out = start_stage("smoke", tmp_path, "data", over)
+    run_data_stage(cfg, out, progress=False)
+    cfg, out = start_stage("smoke", tmp_path, "pretrain", over)
+    run_pretrain_stage(cfg, tmp_path, out, progress=False)
+    cfg, out = start_stage("smoke", tmp_path, "heads", over)
+    m = run_heads_stage(cfg, tmp_path, out, progress=False, log=lambda s: None)
+    assert 0 <= m["seg/coco/fg_iou/tokenizer/conv/frozen/labels100"] <= 1
+    assert 0 <= m["seg/coco/coco_ap/tokenizer/conv/frozen/labels100/ap"] <= 1
+    assert m["seg/coco/n_test_frames"] == 10  # 20% of 50 images

@@ -125,6 +125,7 @@ class SegConfig:
     encoders: tuple[str, ...] = ("tokenizer", "random_tokenizer")  # + "pixels"
     heads: tuple[str, ...] = ("conv",)  # "linear" | "conv" | "segformer"
     modes: tuple[str, ...] = ("frozen", "finetuned")
+    finetune_heads: tuple[str, ...] = ()  # heads that also run fine-tuned (empty = all of `heads`)
     label_pcts: tuple[float, ...] = (1.0, 10.0, 100.0)  # % of the labelled training videos
     seeds: tuple[int, ...] = (0, 1, 2)  # paired across methods: label subset, init, random encoder
     lr_grid: tuple[float, ...] = (1e-3, 3e-3)  # every method picks from the same grid on validation
@@ -147,9 +148,9 @@ class SegConfig:
     colour_baseline_pixels: int = 200_000  # pixels sampled to fit the per-pixel colour baseline
 
     def __post_init__(self) -> None:
-        for name, valid in (("encoders", ENCODERS), ("heads", HEADS), ("modes", MODES)):
+        for name, valid in (("encoders", ENCODERS), ("heads", HEADS), ("modes", MODES), ("finetune_heads", HEADS)):
             bad = [v for v in getattr(self, name) if v not in valid]
-            if bad or not getattr(self, name):
+            if bad or (not getattr(self, name) and name != "finetune_heads"):
                 raise ValueError(f"seg.{name}: unknown {bad or 'empty list'}; valid: {', '.join(valid)}")
         self.label_pcts = tuple(float(p) for p in self.label_pcts)
         if not self.label_pcts or any(not 0 < p <= 100 for p in self.label_pcts):
@@ -321,7 +322,25 @@ def _gpu() -> RunConfig:
     )
 
 
-PROFILES: dict[str, Callable[[], RunConfig]] = {"smoke": _smoke, "cpu": _cpu, "gpu": _gpu}
+def _study() -> RunConfig:
+    """The cpu profile's data and tokenizer recipe with the study's full grid (about 70-90 minutes
+    on 2 cores, resumable stage by stage and run by run): three pretrained tokenizers, raw pixels,
+    three heads, 1 / 10 / 100% labels and every ablation; the VQ / LFQ / FSQ comparison."""
+    cfg = _cpu()
+    cfg.profile = "study"
+    cfg.pretrain.compare_quantizers = ("vq", "lfq", "fsq")
+    cfg.pretrain.compare_steps = 120
+    cfg.pretrain.extra_seeds = (1, 2)  # with train.seed 0: three pretrained tokenizers
+    seg = cfg.seg
+    seg.encoders = ("tokenizer", "random_tokenizer", "pixels")
+    seg.heads = ("linear", "conv", "segformer")
+    seg.finetune_heads = ("conv",)  # the seed study's best; fine-tuning every head would double the time
+    seg.label_pcts = (1.0, 10.0, 100.0)
+    seg.coarse_out_stride = 4  # ablation: heads at the latent's stride, upsampled
+    return cfg
+
+
+PROFILES: dict[str, Callable[[], RunConfig]] = {"smoke": _smoke, "cpu": _cpu, "study": _study, "gpu": _gpu}
 
 
 # ---------------------------------------------------------------------------

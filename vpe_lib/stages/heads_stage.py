@@ -38,7 +38,7 @@ from vpe_lib.data.seg_sources import load_labelled_splits, parse_source
 from vpe_lib.eval.baselines import colour_baseline, fit_frame_difference, frame_difference
 from vpe_lib.eval.segmentation import (SegAccumulator, coco_ground_truth, curve_status, instance_ap,
                                        paired_difference, semantic_to_instances)
-from vpe_lib.models.encoders import ImageEncoder, PixelEncoder, TokenizerEncoder, select_levels
+from vpe_lib.models.encoders import ImageEncoder, LevelSelect, PixelEncoder, TokenizerEncoder, select_levels
 from vpe_lib.models.heads import SegmentationModel, build_head
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.unet import UNet2D
@@ -50,6 +50,8 @@ from vpe_lib.train.loop import train
 
 
 # ---------------------------------------------------------------------------- helpers
+
+MAX_CACHED_ENCODERS = 6  # frozen-feature caches kept in memory (cpu profile: ~0.75 GB each)
 
 
 def segmentation_step(model: nn.Module, batch):
@@ -197,15 +199,22 @@ class Study:
         return select_levels(enc, list(method.levels) or None), ident
 
     def features(self, encoder: ImageEncoder, ident: str) -> dict[str, list[torch.Tensor]]:
-        """Cached maps of train (with flips), val and test frames; one encoder instance at a time."""
+        """Cached maps of train (with flips), val and test frames. The cache holds every map of the
+        full encoder, so a level-restricted view (an ablation) is a selection, not a recomputation;
+        it keeps the `MAX_CACHED_ENCODERS` most recently used encoder instances (the pretrained and
+        random encoders of every seed), which bounds its memory."""
+        full, index = (encoder.inner, encoder.index) if isinstance(encoder, LevelSelect) else (encoder, None)
         if ident not in self._features:
-            self._features.clear()  # keep one encoder's cache in memory
+            while len(self._features) >= MAX_CACHED_ENCODERS:
+                self._features.pop(next(iter(self._features)))
             self._features[ident] = {
-                "train": encoder_features(encoder, self.train_frames, progress=self.progress, desc=f"{ident} features"),
-                "val": encoder_features(encoder, self.splits["val"].frames),
-                "test": encoder_features(encoder, self.splits["test"].frames),
+                "train": encoder_features(full, self.train_frames, progress=self.progress, desc=f"{ident} features"),
+                "val": encoder_features(full, self.splits["val"].frames),
+                "test": encoder_features(full, self.splits["test"].frames),
             }
-        return self._features[ident]
+        maps = self._features.pop(ident)
+        self._features[ident] = maps  # most recently used last: eviction takes the least recent
+        return maps if index is None else {k: [v[i] for i in index] for k, v in maps.items()}
 
     # -- one training run
 
@@ -226,7 +235,7 @@ class Study:
                               out_stride=method.out_stride or s.head_out_stride)
             model = SegmentationModel(enc if method.mode == "frozen" else copy.deepcopy(enc), head,
                                       frozen=method.mode == "frozen", encoder_lr_scale=s.encoder_lr_scale)
-            inputs = self.features(enc, ident + "|" + ",".join(method.levels)) if method.mode == "frozen" else None
+            inputs = self.features(enc, ident) if method.mode == "frozen" else None
         if inputs is not None:  # frozen: train the head on cached maps
             trained: nn.Module = HeadOnFeatures(model.head, self.size)
             batches = CachedFeatureBatches(inputs["train"], self.train_labels, index, batch_size=tcfg.batch_size,
@@ -284,7 +293,7 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     test = study.splits["test"]
     gt = coco_ground_truth(test.instance, test.semantic, class_names=study.class_names,
                            classes=study.object_classes) if s.coco_ap and test.instance is not None else None
-    methods = main_methods(s.encoders, s.heads, s.modes)
+    methods = main_methods(s.encoders, s.heads, s.modes, s.finetune_heads)
     largest = max(s.label_pcts)
     ablations = ablation_methods(cfg, study)
     plan = [(m, pct) for m in methods for pct in s.label_pcts] + [(m, largest) for m in ablations]

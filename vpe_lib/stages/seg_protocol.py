@@ -116,8 +116,10 @@ class Method:
         return self.name.replace("/", "__")
 
 
-def main_methods(encoders: Sequence[str], heads: Sequence[str], modes: Sequence[str]) -> list[Method]:
-    """encoders × heads × modes, then the UNet. Raw pixels have no weights to fine-tune: they run frozen only."""
+def main_methods(encoders: Sequence[str], heads: Sequence[str], modes: Sequence[str],
+                 finetune_heads: Sequence[str] = ()) -> list[Method]:
+    """encoders × heads × modes, then the UNet. Raw pixels have no weights to fine-tune: they run
+    frozen only; `finetune_heads` (if given) limits fine-tuning to those heads."""
     out = []
     for enc in encoders:
         if enc not in ENCODERS:
@@ -126,7 +128,7 @@ def main_methods(encoders: Sequence[str], heads: Sequence[str], modes: Sequence[
             for mode in modes:
                 if mode not in MODES:
                     raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-                if enc == "pixels" and mode == "finetuned":
+                if mode == "finetuned" and (enc == "pixels" or (finetune_heads and head not in finetune_heads)):
                     continue
                 out.append(Method(enc, head, mode))
     return out + [Method("unet")]
