@@ -1,0 +1,94 @@
+"""The study's table rows, one-sentence answers and figures, from flat metrics and per-seed records."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vpe_lib import study_plots  # noqa: E402
+from vpe_lib.report import render_index  # noqa: E402
+from vpe_lib.stages.results_stage import answers, segmentation_rows, study_rows  # noqa: E402
+
+
+def _metrics():
+    m = {"seg/n_seeds": 3}
+    for name, v in (("tokenizer/conv/frozen", 0.6), ("random_tokenizer/conv/frozen", 0.55), ("unet", 0.7),
+                    ("tokenizer/linear/frozen/probe-mid", 0.3), ("colour_baseline", 0.2)):
+        for pct in ("labels10", "labels100"):
+            m[f"seg/fg_iou/{name}/{pct}"] = v - (0.1 if pct == "labels10" else 0)
+            m[f"seg/fg_iou_std/{name}/{pct}"] = 0.01
+    # 10%: the pretrained encoder beats the UNet (interval above 0); 100%: no measurable difference
+    for pct, (lo, hi) in (("labels10", (0.02, 0.08)), ("labels100", (-0.2, 0.05))):
+        base = "seg/diff_vs_unet/tokenizer/conv/frozen/" + pct
+        m.update({f"{base}/mean": (lo + hi) / 2, f"{base}/ci_low": lo, f"{base}/ci_high": hi})
+    m["seg/still_rising/unet/labels100"] = 1 / 3
+    m["seg/still_rising/tokenizer/conv/frozen/labels100"] = 0.0
+    m["seg/fg_iou/all_foreground"] = 0.16
+    m["seg/fg_iou/unet"] = 0.7
+    return m
+
+
+def test_study_rows_one_per_method_and_budget_sorted_by_budget():
+    rows = study_rows(_metrics())
+    assert [(r["pct"], r["method"]) for r in rows][:2] == [(10.0, "unet"), (10.0, "tokenizer/conv/frozen")]
+    assert len(rows) == 10  # 5 methods (the colour baseline has budget rows too) x 2 budgets
+    by = {(r["method"], r["labels"]): r for r in rows}
+    assert by[("unet", "labels100")]["curve"] == "still rising (33% of seeds)"
+    assert by[("tokenizer/conv/frozen", "labels100")]["curve"] == "converged"
+    assert by[("tokenizer/conv/frozen", "labels10")]["diff_vs_unet"]["ci_low"] == 0.02
+    # the flat alias seg/fg_iou/unet is not a row of its own
+    assert not any(r["method"] == "unet" and r["labels"] == "" for r in rows)
+
+
+def test_answers_come_from_the_interval_not_the_mean():
+    text = answers(_metrics(), n_seeds=3)
+    ten = [t for t in text if t.startswith("At 10% labels") and "UNet" in t]
+    hundred = [t for t in text if t.startswith("At 100% labels") and "UNet" in t]
+    assert len(ten) == 1 and "beats the UNet" in ten[0] and "no measurable" not in ten[0]
+    assert len(hundred) == 1 and "no measurable difference" in hundred[0]
+    assert not any("probe-" in t for t in text)  # ablations stay in the table
+
+
+def test_segmentation_rows_largest_budget_plus_trivial_baselines():
+    rows = segmentation_rows(_metrics())
+    names = [r["model"] for r in rows]
+    assert "all_foreground" in names and "unet" in names and "tokenizer/conv/frozen" in names
+    assert len(names) == len(set(names))
+
+
+def test_index_page_states_the_answers():
+    summary = {"metrics": _metrics(), "provenance": {"profile": "cpu", "commit": "abc", "dirty": False,
+                                                    "hardware": {"cpu_count": 2, "gpu": None}, "torch": "x",
+                                                    "start_time": "t"},
+               "wall_time_s": {"total": 1.0}, "status": "ok"}
+    page = render_index(summary, [])
+    assert "beats the UNet" in page and "no measurable difference" in page and "still rising (33% of seeds)" in page
+
+
+def _per_seed():
+    rng = np.random.default_rng(0)
+    rec = lambda s: {"seed": s, "fg_iou": rng.random(), "fg_iou_objects": rng.random(),  # noqa: E731
+                     "curve": [[40, 0.3], [80, 0.4], [120, 0.45]]}
+    names = ["tokenizer/conv/frozen", "unet", "tokenizer/linear/frozen/probe-mid",
+             "random_tokenizer/linear/frozen/probe-mid"]
+    return {n: {p: [rec(s) for s in range(3)] for p in ("labels10", "labels100")} for n in names}
+
+
+def test_study_figures_draw():
+    per_seed = _per_seed()
+    ax = study_plots.score_bars(per_seed)
+    assert len(ax.patches) == 4  # 2 main methods x 2 budgets (ablations are not main rows)
+    fig = study_plots.learning_curves(per_seed)
+    assert len(fig.axes) == 2
+    ax = study_plots.level_probes(per_seed, budget="labels100")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["mid"]
+    frames = np.zeros((5, 8, 8, 3), np.uint8)
+    truth = np.zeros((5, 8, 8), np.uint8)
+    truth[:, 2:5, 2:5] = 2
+    pred = truth.copy()
+    pred[3] = 0  # frame 3 is the miss
+    assert list(study_plots.per_frame_iou(pred, truth)) == [1, 1, 1, 0, 1]
+    fig = study_plots.hardest_frames(frames, truth, {"unet": pred}, k=2)
+    assert "0.00" in fig.axes[0].get_ylabel()
+    plt.close("all")
