@@ -8,7 +8,7 @@ PROFILE ?= cpu
 RUN_DIR ?= runs/$(PROFILE)
 REPORT_DIR ?= reports
 
-.PHONY: install report test test-fast lab bench bench-tokenizer bench-mfu bench-rate clean
+.PHONY: install report test test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr clean
 
 install: $(STAMP)
 
@@ -64,6 +64,11 @@ bench-mfu: $(STAMP)
 # needs the run's data stage (make report, or the 01_data notebook). e.g. BENCH_ARGS="--steps 300"
 bench-rate: $(STAMP)
 	$(BIN)/python bench/tokenizer_rate_sweep.py --profile $(PROFILE) --run-dir $(RUN_DIR) $(BENCH_ARGS)
+
+# The tokenizer's learning rate re-checked on the segmentation study's validation videos (never the
+# test split); needs the run's data stage. e.g. BENCH_ARGS="--lrs 2.5e-4,5e-4,1e-3 --steps 300"
+bench-lr: $(STAMP)
+	$(BIN)/python bench/tokenizer_lr_validation.py --profile $(PROFILE) --run-dir $(RUN_DIR) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

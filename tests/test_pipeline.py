@@ -22,13 +22,17 @@ def test_smoke_report_end_to_end(tmp_path):
     index = (out / "index.html").read_text()
     assert all(f'href="{n}.html"' in index for n in names)
     assert "Tokenizer quantizers" in index  # the smoke profile compares vq / lfq / fsq
+    assert "The answer, per label budget" in index and "At 50% labels" in index
     disk = json.loads((out / "summary.json").read_text())
     assert disk["status"] == "ok" and disk["provenance"]["profile"] == "smoke"
     assert set(names) <= set(disk["wall_time_s"]) and disk["wall_time_s"]["total"] > 0
     m = disk["metrics"]
     for key in ("data/frames_per_s", "tokenizer/psnr_db", "tokenizer/codebook_utilisation", "tokenizer/bits_per_pixel",
                 "tokenizer/jpeg_psnr_db_at_same_rate", "tokenizer/compare/fsq/entropy_bits_per_pixel",
-                "seg/fg_iou/unet", "seg/fg_iou/tokenizer/conv", "seg/fg_iou/colour_baseline",
+                "seg/fg_iou/unet", "seg/fg_iou/tokenizer/conv", "seg/fg_iou/colour_baseline/labels100",
+                "seg/fg_iou/tokenizer/conv/finetuned/labels50", "seg/fg_iou_objects/unet/labels100",
+                "seg/diff_vs_unet/tokenizer/conv/frozen/labels50/ci_low", "seg/coco_ap/unet/labels100/ap",
+                "seg/boundary_f/random_tokenizer/conv/frozen/labels100",
                 *(f"tokenizer/compare/{q}/psnr_db" for q in ("vq", "lfq", "fsq"))):
         assert isinstance(m[key], (int, float)), key
     assert 0 <= m["seg/fg_iou/unet"] <= 1
