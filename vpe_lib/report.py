@@ -176,13 +176,23 @@ def quantizer_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"quantizer": q, **{k: m.get(f"{prefix}{q}/{k}") for k in keys}} for q in names]
 
 
+def seg_prefix(m: dict[str, Any]) -> str:
+    """Where the study's metrics live: seg/ for PushWorld, seg/<source>/ for DAVIS or COCO runs."""
+    for key in m:
+        parts = key.split("/")
+        if len(parts) > 3 and parts[0] == "seg" and parts[2] == "fg_iou" and parts[1] in ("davis", "coco"):
+            return f"seg/{parts[1]}"
+    return "seg"
+
+
 def _answers(summary: dict[str, Any]) -> list[str]:
     """The study's answer per label budget, one sentence each, from the paired intervals."""
     m = summary["metrics"]
-    n = int(m.get("seg/n_seeds") or 0)
-    if not any(k.startswith("seg/fg_iou/tokenizer/") for k in m):
+    prefix = seg_prefix(m)
+    n = int(m.get(f"{prefix}/n_seeds") or 0)
+    if not any(k.startswith(f"{prefix}/fg_iou/tokenizer/") for k in m):
         return ["The segmentation stage has not produced results in this run."]
-    return answers(m, n_seeds=n) or ["The segmentation stage ran no pretrained-encoder rows."]
+    return answers(m, n_seeds=n, prefix=prefix) or ["The segmentation stage ran no pretrained-encoder rows."]
 
 
 def _study_table(m: dict[str, Any]) -> str:
@@ -193,7 +203,7 @@ def _study_table(m: dict[str, Any]) -> str:
         f"<tr><td>{r['pct']:g}%</td><td>{html.escape(r['method'])}</td><td>{_fmt(r['fg_iou'])}"
         f"{'' if r['fg_iou_std'] is None else ' ± ' + _fmt(r['fg_iou_std'])}</td><td>{_fmt(r['fg_iou_objects'])}</td>"
         f"<td>{ci(r['diff_vs_unet'])}</td><td>{ci(r['diff_vs_random'])}</td><td>{html.escape(r['curve'])}</td></tr>"
-        for r in study_rows(m) if r["method"].count("/") <= 2)
+        for r in study_rows(m, seg_prefix(m)) if r["method"].count("/") <= 2)
     return ("<table><tr><th>labels</th><th>method</th><th>fg IoU (objects + arm)</th><th>objects only</th>"
             "<th>Δ UNet [95% CI]</th><th>Δ random weights [95% CI]</th><th>learning curve</th></tr>"
             f"{body}</table>")
