@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vpe_lib.config import get_config
-from vpe_lib.stages.results_stage import answers, collect_metrics, segmentation_rows, study_rows
+from vpe_lib.stages.results_stage import answers, collect_metrics, seg_prefix, segmentation_rows, study_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -174,15 +174,6 @@ def quantizer_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
     names = sorted({k[len(prefix):].split("/")[0] for k in m if k.startswith(prefix)})
     keys = ("codebook_size", "psnr_db", "codebook_utilisation", "codebook_perplexity")
     return [{"quantizer": q, **{k: m.get(f"{prefix}{q}/{k}") for k in keys}} for q in names]
-
-
-def seg_prefix(m: dict[str, Any]) -> str:
-    """Where the study's metrics live: seg/ for PushWorld, seg/<source>/ for DAVIS or COCO runs."""
-    for key in m:
-        parts = key.split("/")
-        if len(parts) > 3 and parts[0] == "seg" and parts[2] == "fg_iou" and parts[1] in ("davis", "coco"):
-            return f"seg/{parts[1]}"
-    return "seg"
 
 
 def _answers(summary: dict[str, Any]) -> list[str]:

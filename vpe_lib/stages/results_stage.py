@@ -20,6 +20,15 @@ ROW_METRICS = ("fg_iou", "fg_iou_objects", "miou", "dice", "boundary_f")
 _ROW = re.compile(r"^(?P<method>.+)/(?P<pct>labels[0-9.]+)$")  # after "<prefix>/fg_iou/"
 
 
+def seg_prefix(m: dict) -> str:
+    """Where the study's metrics live: seg/ for PushWorld, seg/<source>/ for DAVIS or COCO runs."""
+    for key in m:
+        parts = key.split("/")
+        if len(parts) > 3 and parts[0] == "seg" and parts[2] == "fg_iou" and parts[1] in ("davis", "coco"):
+            return f"seg/{parts[1]}"
+    return "seg"
+
+
 def collect_metrics(run_dir: str | Path, *, include_results: bool = False) -> dict[str, float]:
     """All stages' metrics, one flat mapping (names already carry their stage prefix)."""
     merged: dict[str, float] = {}
