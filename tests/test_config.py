@@ -31,7 +31,7 @@ def test_overrides_apply_and_coerce():
 
 
 def test_unknown_profile_lists_valid_ones():
-    with pytest.raises(ConfigError, match="smoke, cpu, gpu"):
+    with pytest.raises(ConfigError, match="smoke, cpu, study, gpu"):
         get_config("laptop")
 
 
