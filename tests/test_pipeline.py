@@ -89,3 +89,14 @@ def test_provenance_is_taken_before_the_notebooks_run(tmp_path, monkeypatch):
     summary = build_report("smoke", tmp_path / "run", tmp_path / "out", only=["01_data", "02_pretrain"])
     assert calls == ["provenance", "01_data", "02_pretrain"]
     assert summary["provenance"]["commit"] == "c"
+
+
+def test_report_pages_fetch_nothing_from_the_network():
+    from vpe_lib.report import offline_html
+
+    page = ('<head><script src="https://cdnjs.cloudflare.com/x/require.min.js"></script>'
+            '<script type="text/javascript" src="https://cdn/mathjax.js?config=TeX"> </script>'
+            '<link rel="stylesheet" href="https://cdn/x.css"/><script>var a = 1;</script></head>'
+            '<body><a href="https://example.org">a link stays</a></body>')
+    out = offline_html(page)
+    assert "cdn" not in out and "var a = 1" in out and 'href="https://example.org"' in out

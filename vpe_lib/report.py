@@ -15,6 +15,7 @@ import html
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -88,7 +89,18 @@ def _render_html(executed: Path, target: Path) -> None:
 
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-    target.write_text(body)
+    target.write_text(offline_html(body))
+
+
+# nbconvert's template loads MathJax and require.js from a CDN; the pages use neither (figures are
+# embedded PNGs and GIFs, tables are HTML), and a report must open offline.
+_NETWORK_SCRIPT = re.compile(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>', re.IGNORECASE)
+_NETWORK_LINK = re.compile(r'<link[^>]*\shref="https?://[^"]*"[^>]*/?>', re.IGNORECASE)
+
+
+def offline_html(body: str) -> str:
+    """The page without scripts or stylesheets fetched from the network."""
+    return _NETWORK_LINK.sub("", _NETWORK_SCRIPT.sub("", body))
 
 
 def run_notebook(nb: Path, executed: Path, parameters: dict, *, kernel: str, timeout: int) -> None:
