@@ -36,6 +36,18 @@ def _image_size(path: Path) -> tuple[int, int]:
         raise DataError(f"cannot read image (corrupt or not an image): {e}", path=path) from e
 
 
+def open_mask(path) -> tuple[str, np.ndarray]:
+    """(PIL mode, array) of a mask image; DataError naming the file if it is missing or unreadable."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return im.mode, np.asarray(im)
+    except FileNotFoundError as e:
+        raise DataError("mask file not found", path=path) from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot read mask (corrupt or not an image): {e}", path=path) from e
+
+
 def read_davis_mask(path) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(mask, foreground)``: the raw label array (uint8 H x W) and a bool mask.
 
@@ -43,15 +55,7 @@ def read_davis_mask(path) -> tuple[np.ndarray, np.ndarray]:
     Greyscale: foreground = value > 127; ``mask`` is then 0/1.
     RGB(A) annotations (some re-saved DAVIS copies): foreground = any channel > 127.
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            arr = np.asarray(im)
-    except FileNotFoundError as e:
-        raise DataError("mask file not found", path=path) from e
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataError(f"cannot read mask (corrupt or not an image): {e}", path=path) from e
+    mode, arr = open_mask(path)
     if mode == "P":
         labels = arr.astype(np.uint8)
         return labels, labels > 0

@@ -62,10 +62,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .coco import IGNORE, CocoDataset
-from .davis import _image_size
+from .davis import _image_size, open_mask
 from .errors import DataError
 from .frames import natural_key, read_rgb
 
@@ -223,15 +223,7 @@ def read_davis_semantic(path) -> tuple[np.ndarray, str | None]:
     ``problem`` says why the mask is non-binary (see the module docstring); the
     foreground rule is the one of :func:`~vpe_lib.data.davis.read_davis_mask`.
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            arr = np.asarray(im)
-    except FileNotFoundError as e:
-        raise DataError("mask file not found", path=path) from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read mask (corrupt or not an image): {e}", path=path) from e
+    mode, arr = open_mask(path)
     if mode == "P":  # DAVIS-2017: instance ids
         sem = (arr > 0).astype(np.uint8)
         sem[arr == 255] = IGNORE
