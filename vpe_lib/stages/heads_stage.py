@@ -350,12 +350,15 @@ def ablation_methods(cfg: RunConfig, study: Study) -> list[Method]:
     if s.level_probes:
         for f in info:
             out += [Method(e, "linear", "frozen", levels=(f.name,), tag=f"probe-{f.name}") for e in encs]
+    # the structural ablations use the main head (conv) only: repeating them per head doubled the
+    # study's ablation time for a question the probes already answer level by level
+    ablated_heads = [h for h in s.heads if h == "conv"] or list(s.heads[:1])
     if s.without_pixel_levels:
         coarse = tuple(f.name for f in info if f.stride > 1)
-        for head in s.heads:
+        for head in ablated_heads:
             out += [Method(e, head, "frozen", levels=coarse, tag="no-stride1") for e in encs]
     if s.coarse_out_stride:
-        for head in s.heads:
+        for head in ablated_heads:
             out += [Method(e, head, "frozen", out_stride=s.coarse_out_stride, tag=f"out-stride{s.coarse_out_stride}")
                     for e in encs]
     return out
