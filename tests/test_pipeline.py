@@ -14,7 +14,7 @@ def test_smoke_report_end_to_end(tmp_path):
     run_dir, out = tmp_path / "run", tmp_path / "report"
     summary = build_report("smoke", run_dir, out, timeout=600)
     names = [nb.stem for nb in notebooks()]
-    assert len(names) == 5
+    assert len(names) == 6
     for name in names:
         page = out / f"{name}.html"
         assert page.exists() and page.stat().st_size > 10_000, name
@@ -33,10 +33,16 @@ def test_smoke_report_end_to_end(tmp_path):
                 "seg/fg_iou/tokenizer/conv/finetuned/labels50", "seg/fg_iou_objects/unet/labels100",
                 "seg/diff_vs_unet/tokenizer/conv/frozen/labels50/ci_low", "seg/coco_ap/unet/labels100/ap",
                 "seg/boundary_f/random_tokenizer/conv/frozen/labels100",
+                "predict/masked/nll_bits_per_token", "predict/ar/nll_bits_per_token",
+                "predict/copy_tokens/nll_bits_per_token", "predict/unigram/nll_bits_per_token",
+                "predict/masked/psnr_db_moving", "predict/ceiling/psnr_db_moving", "predict/copy_pixels/psnr_db_moving",
+                "masking/mgm/x1/probe_fg_iou", "masking/random/x0.5/motion_r2", "masking/mgm/moving_overlap",
+                "mv/extract_ms_per_frame", "mv/block_matching_ms_per_frame",
                 *(f"tokenizer/compare/{q}/psnr_db" for q in ("vq", "lfq", "fsq"))):
         assert isinstance(m[key], (int, float)), key
     assert 0 <= m["seg/fg_iou/unet"] <= 1
-    for stage in ("data", "pretrain", "latents", "heads", "results"):
+    assert "Video prediction (test videos)" in index
+    for stage in ("data", "pretrain", "predict", "latents", "heads", "results"):
         assert (run_dir / stage / "config.json").exists() and (run_dir / stage / "metrics.json").exists()
     assert summary["metrics"] == m
 

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vpe_lib.data.pushworld import PushWorldConfig
+from vpe_lib.masking import MASKINGS
 from vpe_lib.models.encoders import ENCODERS
 from vpe_lib.models.heads import HEADS, MODES
 from vpe_lib.models.tokenizer import QUANTIZERS, TokenizerConfig
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig
+from vpe_lib.models.transformer import PREDICTORS
 from vpe_lib.train.loop import TrainConfig
 
 
@@ -119,10 +121,11 @@ class PretrainConfig:
 
 @dataclass
 class SegConfig:
-    """The segmentation study (stage 04): encoders × heads × frozen / fine-tuned × label budgets,
+    """The segmentation study (stage 05): encoders × heads × frozen / fine-tuned × label budgets,
     against a UNet from scratch; see vpe_lib.stages.seg_protocol for the protocol."""
 
-    encoders: tuple[str, ...] = ("tokenizer", "random_tokenizer")  # + "pixels"
+    # the tokenizer, the two prediction transformers (stage 03), each with its random-weight twin; + "pixels"
+    encoders: tuple[str, ...] = ("tokenizer", "random_tokenizer", "masked", "random_masked", "ar", "random_ar")
     heads: tuple[str, ...] = ("conv",)  # "linear" | "conv" | "segformer"
     modes: tuple[str, ...] = ("frozen", "finetuned")
     finetune_heads: tuple[str, ...] = ()  # heads that also run fine-tuned (empty = all of `heads`)
@@ -163,6 +166,66 @@ class SegConfig:
             raise ValueError(f"seg.still must be 'repeat' or 'single', got {self.still!r}")
 
 
+MOTION_SOURCES = ("codec", "block_matching")
+
+
+@dataclass
+class PredictConfig:
+    """Video prediction (stage 03): frame-conditioned transformers over the tokenizer's codes, and
+    the masking study. A clip of `clip_frames` frames is tokenized; its first `cond_frames` latent
+    frames are the condition (the condition frame edge-padded to the clip, as MAGVIT's COMMIT)."""
+
+    models: tuple[str, ...] = ("masked", "ar")
+    clip_frames: int = 6
+    cond_frames: int = 1
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=16, lr=1e-3,
+                                                                   warmup_steps=30, log_every=20, ckpt_every=100))
+    masking: str = "random"  # which tokens the main masked model hides
+    mask_ratio: float = 0.0  # 0 = a ratio per sample from MaskGIT's cosine schedule; else fixed in (0, 1)
+    maskgit_steps: int = 12
+    temperature: float = 1.0
+    n_sample_clips: int = 16  # test clips whose futures are sampled and decoded for PSNR
+    n_shown_samples: int = 4  # samples of the same condition frame in the filmstrips
+    # The masking study: a masked transformer per strategy x budget (x one epoch budget = train.steps)
+    # x seed, judged by probes on its frozen features, against a random-weight transformer.
+    study_maskings: tuple[str, ...] = ("random", "mgm")
+    study_budgets: tuple[float, ...] = (1.0, 1 / 3)
+    study_seeds: tuple[int, ...] = (0,)
+    study_mask_ratio: float = 0.75  # MGM's ratio (Fan et al. 2023), the same for every strategy
+    motion_source: str = "codec"  # what MGM reads: "codec" motion vectors | "block_matching" (explicit)
+    probe_videos: int = 60  # training videos whose frames fit the masking study's probes
+    probe_frames_per_video: int = 6
+
+    def __post_init__(self) -> None:
+        for name, valid in (("models", PREDICTORS), ("study_maskings", MASKINGS)):
+            bad = [v for v in getattr(self, name) if v not in valid]
+            if bad:
+                raise ValueError(f"predict.{name}: unknown {bad}; valid: {', '.join(valid)}")
+        if self.masking not in MASKINGS:
+            raise ValueError(f"predict.masking: unknown {self.masking!r}; valid: {', '.join(MASKINGS)}")
+        if self.motion_source not in MOTION_SOURCES:
+            raise ValueError(f"predict.motion_source: unknown {self.motion_source!r}; valid: {', '.join(MOTION_SOURCES)}")
+        if not (self.mask_ratio == 0 or 0 < self.mask_ratio < 1):
+            raise ValueError(f"predict.mask_ratio must be in (0, 1), or 0 for the cosine schedule; got {self.mask_ratio}")
+        if not 0 < self.study_mask_ratio < 1:
+            raise ValueError(f"predict.study_mask_ratio must be in (0, 1), got {self.study_mask_ratio}")
+        if self.masking != "random" and self.mask_ratio == 0:
+            raise ValueError(f"predict.masking={self.masking!r} needs a fixed predict.mask_ratio in (0, 1)")
+        self.study_budgets = tuple(float(b) for b in self.study_budgets)
+        if any(not 0 < b <= 1 for b in self.study_budgets):
+            raise ValueError(f"predict.study_budgets must be fractions in (0, 1], got {self.study_budgets}")
+        for name in ("clip_frames", "cond_frames", "dim", "depth", "heads", "maskgit_steps", "n_sample_clips"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"predict.{name} must be an int >= 1, got {getattr(self, name)!r}")
+        if self.dim % self.heads:
+            raise ValueError(f"predict.dim ({self.dim}) must be divisible by predict.heads ({self.heads})")
+        if not self.temperature > 0:
+            raise ValueError(f"predict.temperature must be > 0, got {self.temperature}")
+
+
 @dataclass
 class AnalysisConfig:
     embedding: str = "umap"  # "umap" (umap-learn) or "pca" (fast, for the smoke profile)
@@ -175,8 +238,24 @@ class RunConfig:
     profile: str = "cpu"
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     seg: SegConfig = field(default_factory=SegConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+    def __post_init__(self) -> None:
+        # the prediction horizon must fit the videos and the tokenizer's temporal grid
+        p, tok, n = self.predict, self.pretrain.tokenizer, self.data.world.n_frames
+        if p.clip_frames > n:
+            raise ValueError(f"predict.clip_frames={p.clip_frames} is longer than the videos "
+                             f"(data.world.n_frames={n}); valid: 1..{n}")
+        tf = tok.temporal_factor
+        t_lat = 1 + (p.clip_frames - 1) // tf if tok.causal else p.clip_frames // tf
+        if (p.clip_frames - 1 if tok.causal else p.clip_frames) % tf:
+            raise ValueError(f"predict.clip_frames={p.clip_frames} does not fit the tokenizer's temporal factor "
+                             f"{tf}" + (" (causal: 1 + k*factor frames)" if tok.causal else " (a multiple of it)"))
+        if not p.cond_frames < t_lat:
+            raise ValueError(f"predict.cond_frames={p.cond_frames} leaves nothing to predict: a {p.clip_frames}-frame "
+                             f"clip has {t_lat} latent frames; valid: 1..{t_lat - 1}")
 
 
 # ---------------------------------------------------------------------------
@@ -211,6 +290,12 @@ def _smoke() -> RunConfig:
             n_eval_clips=4,
             compare_quantizers=("vq", "lfq", "fsq"),
             compare_steps=4,
+        ),
+        predict=PredictConfig(
+            clip_frames=4, dim=32, depth=2, heads=2,
+            train=TrainConfig(steps=10, batch_size=4, lr=2e-3, warmup_steps=2, log_every=5, eval_every=5, ckpt_every=0),
+            maskgit_steps=4, n_sample_clips=4, n_shown_samples=2,
+            study_budgets=(1.0, 0.5), probe_videos=4, probe_frames_per_video=2,
         ),
         seg=SegConfig(
             label_pcts=(50.0, 100.0),
@@ -257,6 +342,15 @@ def _cpu() -> RunConfig:
             n_eval_clips=64,
             # The VQ / LFQ / FSQ comparison (120 updates each, ~4 minutes) runs in the study
             # profile: the cpu report spends its minutes on the segmentation protocol instead.
+        ),
+        predict=PredictConfig(
+            clip_frames=6,  # 3 latent frames: the condition and 2 to predict (4 frames of video)
+            dim=128, depth=4, heads=4,
+            train=TrainConfig(steps=300, batch_size=16, lr=1e-3, warmup_steps=30, log_every=20, eval_every=100,
+                              ckpt_every=100),
+            study_maskings=("random", "mgm"),
+            study_budgets=(1.0, 1 / 3),
+            study_seeds=(0,),
         ),
         seg=SegConfig(
             label_pcts=(10.0, 100.0),
@@ -311,6 +405,17 @@ def _gpu() -> RunConfig:
             compare_quantizers=("vq", "lfq", "fsq"),
             compare_steps=10_000,
         ),
+        predict=PredictConfig(
+            clip_frames=16,  # BAIR: 15 frames predicted from 1 (4 latent frames, the first the condition)
+            dim=512, depth=8, heads=8,  # between MAGVIT-B's transformer and a laptop
+            train=TrainConfig(steps=20_000, batch_size=64, lr=3e-4, warmup_steps=1000, log_every=100, eval_every=1000,
+                              ckpt_every=1000),
+            n_sample_clips=64,
+            study_maskings=("random", "tube", "simmotion", "mgm"),
+            study_budgets=(1.0, 2 / 3, 1 / 3),
+            study_seeds=(0, 1, 2),
+            probe_videos=500,
+        ),
         seg=SegConfig(
             head_hidden=128,
             unet_base_channels=32,
@@ -334,7 +439,7 @@ def _study() -> RunConfig:
     cfg.pretrain.compare_steps = 120
     cfg.pretrain.extra_seeds = (1, 2)  # with train.seed 0: three pretrained tokenizers
     seg = cfg.seg
-    seg.encoders = ("tokenizer", "random_tokenizer", "pixels")
+    seg.encoders = ("tokenizer", "random_tokenizer", "masked", "random_masked", "ar", "random_ar", "pixels")
     seg.heads = ("linear", "conv", "segformer")
     seg.finetune_heads = ("conv",)  # the seed study's best; fine-tuning every head would double the time
     seg.label_pcts = (1.0, 10.0, 100.0)

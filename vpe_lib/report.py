@@ -212,6 +212,30 @@ def _study_table(m: dict[str, Any]) -> str:
             f"{body}</table>")
 
 
+def _prediction_html(m: dict[str, Any]) -> str:
+    """Stage 03 in two small tables: bits per future token against the baselines, and PSNR of the
+    sampled futures against the references; then the masking study's probes."""
+    if m.get("predict/unigram/nll_bits_per_token") is None:
+        return ""
+    kinds = [k for k in ("masked", "ar") if m.get(f"predict/{k}/nll_bits_per_token") is not None]
+    bits = "".join(f"<tr><td>{n}</td><td>{_fmt(m.get(f'predict/{n}/nll_bits_per_token'))}</td>"
+                   f"<td>{_fmt(m.get(f'predict/{n}/psnr_db'), 2)}</td><td>{_fmt(m.get(f'predict/{n}/psnr_db_moving'), 2)}</td></tr>"
+                   for n in ["unigram", "copy_tokens", "copy_pixels", "ceiling"] + kinds)
+    study = sorted({k.split("/")[1] + "/" + k.split("/")[2] for k in m
+                    if k.startswith("masking/") and k.endswith("/probe_fg_iou") and k.count("/") == 3})
+    study += [n for n in ("random_init", "tokenizer_latent") if m.get(f"masking/{n}/probe_fg_iou") is not None]
+    rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{_fmt(m.get(f'masking/{n}/probe_fg_iou'))}</td>"
+                   f"<td>{_fmt(m.get(f'masking/{n}/motion_r2'))}</td></tr>" for n in study)
+    masking = "" if not rows else (
+        "<h3>Masking study (probes on frozen features of still frames)</h3>"
+        "<table><tr><th>pretraining masks / budget</th><th>probe fg IoU</th><th>motion R²</th></tr>" + rows + "</table>")
+    return ("<h2>Video prediction (test videos)</h2><p>Bits per future token (lower is better; the masked model's are "
+            "one-pass marginals, the autoregressive model's teacher-forced) and PSNR of one sampled future per clip, "
+            "whole frame and moving pixels. Details on the prediction page.</p>"
+            "<table><tr><th>model / reference</th><th>bits per token</th><th>PSNR (dB)</th><th>PSNR moving (dB)</th></tr>"
+            + bits + "</table>" + masking)
+
+
 def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
     m, prov = summary["metrics"], summary["provenance"]
     seg = segmentation_rows(m)
@@ -257,6 +281,7 @@ th{{background:#f3f3f3}}.err{{color:#a00}}code{{background:#f3f3f3;padding:0 .2e
 <h2>The answer, per label budget</h2><ul>{verdict}</ul>
 <h2>Headline</h2><table><tr><th>quantity</th><th>value</th></tr>{head_html}</table>
 {quant_html}
+{_prediction_html(m)}
 <h2>Single-frame segmentation study (held-out videos)</h2>
 <p>Foreground IoU summed over the test split, mean ± std over paired seeds; differences are paired per seed with
 95% Student-t intervals. Learning rates were chosen on validation videos from the same grid for every method.

@@ -33,8 +33,10 @@ from torch import Tensor, nn
 from .tokenizer import VQVAE3D, _down_factors
 
 STILL_MODES = ("repeat", "single")
-# the encoders the study compares (vpe_lib.stages.heads_stage builds them)
-ENCODERS = ("tokenizer", "random_tokenizer", "pixels")
+# the encoders the study compares (vpe_lib.stages.heads_stage builds them); the prediction
+# transformers' encoders read stage 03's checkpoints, their random_ twins are the architecture control
+PREDICTOR_ENCODERS = ("masked", "random_masked", "ar", "random_ar")
+ENCODERS = ("tokenizer", "random_tokenizer", "pixels") + PREDICTOR_ENCODERS
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,42 @@ class TokenizerEncoder(ImageEncoder):
             zq = self._quantize(maps[-1])[0]
             feats.append(zq[:, :, t])
         return feats
+
+
+class PredictorEncoder(ImageEncoder):
+    """A prediction transformer's view of a still image: the image enters as COMMIT's condition
+    (repeated to a clip, tokenized, first latent frame(s)), and the transformer's hidden states at
+    the condition tokens are the "transformer-informed latent". They follow the tokenizer encoder's
+    own maps (finer strides), so a conv head has skips as it has on the tokenizer alone, and the
+    comparison with the tokenizer isolates what the transformer adds. The codes are an argmax:
+    gradients reach the transformer, not the tokenizer."""
+
+    def __init__(self, tokenizer: VQVAE3D, predictor: nn.Module, *, clip_frames: int,
+                 layers: Sequence[int] | None = None, with_tokenizer_maps: bool = True):
+        super().__init__()
+        self.tokens = TokenizerEncoder(tokenizer, still="repeat", clip_frames=clip_frames)
+        self._quantize = tokenizer._quantize
+        self.predictor, self.layers, self.with_tokenizer_maps = predictor, layers, with_tokenizer_maps
+        self.cond_frames = predictor.cfg.cond_frames
+        tok_info = tokenizer_feature_info(tokenizer)
+        stride = tok_info[-1].stride
+        n = len(predictor.feature_channels) if layers is None else len(layers)
+        dims = predictor.feature_channels if layers is None else [predictor.feature_channels[i] for i in layers]
+        self.feature_info = (tok_info if with_tokenizer_maps else []) + [
+            FeatureInfo(f"layer{(list(layers) if layers is not None else list(range(n)))[i]}", dims[i], stride)
+            for i in range(n)]
+
+    def forward_intermediates(self, images: Tensor) -> list[Tensor]:
+        self._check_images(images)
+        t = self.tokens
+        clip = repeat(images, "b c h w -> b c t h w", t=t.clip_frames)
+        if t.channels_last:
+            clip = clip.contiguous(memory_format=torch.channels_last_3d)
+        maps = t.encoder(clip, intermediates=True)
+        with torch.no_grad():
+            codes = self._quantize(maps[-1])[1][:, :self.cond_frames]
+        states = self.predictor.forward_intermediates(codes, layers=self.layers)
+        return ([m[:, :, 0] for m in maps] if self.with_tokenizer_maps else []) + list(states)
 
 
 def tokenizer_feature_info(tokenizer: VQVAE3D, *, with_codes: bool = False) -> list[FeatureInfo]:

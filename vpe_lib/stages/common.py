@@ -16,9 +16,10 @@ from vpe_lib.config import RunConfig, get_config, save_config
 STAGES = {
     "data": "01_data",
     "pretrain": "02_pretrain",
-    "latents": "03_latent_analysis",
-    "heads": "04_heads",
-    "results": "05_results",
+    "predict": "03_predict",
+    "latents": "04_latent_analysis",
+    "heads": "05_heads",
+    "results": "06_results",
 }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -38,11 +39,14 @@ from vpe_lib.data.seg_sources import load_labelled_splits, parse_source
 from vpe_lib.eval.baselines import colour_baseline, fit_frame_difference, frame_difference
 from vpe_lib.eval.segmentation import (SegAccumulator, coco_ground_truth, curve_status, instance_ap,
                                        paired_difference, semantic_to_instances)
-from vpe_lib.models.encoders import ImageEncoder, LevelSelect, PixelEncoder, TokenizerEncoder, select_levels
+from vpe_lib.models.encoders import (PREDICTOR_ENCODERS, ImageEncoder, LevelSelect, PixelEncoder, PredictorEncoder,
+                                     TokenizerEncoder, select_levels)
 from vpe_lib.models.heads import SegmentationModel, build_head
 from vpe_lib.models.tokenizer import VQVAE3D
+from vpe_lib.models.transformer import build_predictor
 from vpe_lib.models.unet import UNet2D
 from vpe_lib.stages.common import require, write_json, write_metrics
+from vpe_lib.stages.predict_stage import load_predictor
 from vpe_lib.stages.pretrain_stage import load_tokenizer
 from vpe_lib.stages.seg_protocol import (Method, budget_index, choose_lr, file_digest, main_methods, pct_name,
                                          pushworld_splits, run_key)
@@ -193,10 +197,28 @@ class Study:
     def encoder(self, method: Method, seed_index: int, seed: int) -> tuple[ImageEncoder, str]:
         if method.encoder == "pixels":
             enc, ident = PixelEncoder(), "pixels"
+        elif method.encoder in PREDICTOR_ENCODERS:
+            enc, ident = self.predictor_encoder(method.encoder, seed)
         else:
             tok, ident = self.tokenizer_for(method.encoder, seed_index, seed)
             enc = TokenizerEncoder(tok, still=self.s.still, clip_frames=self.s.still_clip_frames or None)
         return select_levels(enc, list(method.levels) or None), ident
+
+    def predictor_encoder(self, encoder: str, seed: int) -> tuple[ImageEncoder, str]:
+        """A prediction transformer of stage 03 on the main tokenizer (whose codes it was trained on),
+        or the same architecture with random weights drawn from the seed."""
+        kind = encoder.removeprefix("random_")
+        folder = require(self.run_dir, "predict", f"{kind}/final.pt", f"{kind}/transformer.json") / kind
+        tok = load_tokenizer(self.run_dir).channels_last_()
+        model = load_predictor(folder, codebook_size=tok.cfg.codebook_size, grid=tuple(
+            json.loads((folder / "transformer.json").read_text())["grid"]))
+        if encoder.startswith("random_"):
+            torch.manual_seed(10_000 + seed)
+            model = build_predictor(kind, model.cfg).eval()
+            ident = f"{encoder}{seed}"
+        else:
+            ident = f"{kind}:{file_digest(folder / 'final.pt')}"
+        return PredictorEncoder(tok, model, clip_frames=self.cfg.predict.clip_frames), ident
 
     def features(self, encoder: ImageEncoder, ident: str) -> dict[str, list[torch.Tensor]]:
         """Cached maps of train (with flips), val and test frames. The cache holds every map of the

@@ -83,13 +83,17 @@ def segmentation_rows(metrics: dict[str, float]) -> list[dict]:
     return sorted(out, key=lambda r: -(r["fg_iou"] if r["fg_iou"] is not None else -1))
 
 
+# encoders with a random-weight twin (random_<name>): the rows the index answers for
+PRETRAINED_ENCODERS = ("tokenizer", "masked", "ar")
+
+
 def answers(m: dict[str, float], *, n_seeds: int, prefix: str = "seg") -> list[str]:
     """One sentence per label budget and pretrained method, from the paired 95% intervals:
     against the UNet, and against the same architecture with random weights."""
     rows = study_rows(m, prefix)
     out = []
     for r in rows:
-        if not r["method"].startswith("tokenizer/") or r["method"].count("/") != 2:
+        if r["method"].split("/")[0] not in PRETRAINED_ENCODERS or r["method"].count("/") != 2:
             continue  # the main pretrained rows; ablations are in the table
         for ref, other in (("diff_vs_unet", "the UNet from scratch"),
                            ("diff_vs_random", f"random_{r['method']}")):

@@ -26,7 +26,7 @@ import numpy as np
 
 from vpe_lib.data.seg_sources import LabelledSplit
 from vpe_lib.data.store import PushWorldStore
-from vpe_lib.models.encoders import ENCODERS
+from vpe_lib.models.encoders import ENCODERS, PREDICTOR_ENCODERS
 from vpe_lib.models.heads import MODES
 
 
@@ -128,7 +128,10 @@ def main_methods(encoders: Sequence[str], heads: Sequence[str], modes: Sequence[
             for mode in modes:
                 if mode not in MODES:
                     raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-                if mode == "finetuned" and (enc == "pixels" or (finetune_heads and head not in finetune_heads)):
+                # raw pixels have no weights; the prediction transformers run frozen in this version
+                # (fine-tuning them through the tokenizer's argmax codes is future work)
+                if mode == "finetuned" and (enc == "pixels" or enc in PREDICTOR_ENCODERS
+                                            or (finetune_heads and head not in finetune_heads)):
                     continue
                 out.append(Method(enc, head, mode))
     return out + [Method("unet")]

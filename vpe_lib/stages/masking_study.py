@@ -1,0 +1,229 @@
+"""The masking study (part of stage 03): does motion-guided masking (MGM, from the codec's motion
+vectors) pretrain a better masked transformer, and with fewer updates, than random or tube masking?
+
+Each strategy × budget (a fraction of the main model's updates) × seed trains the masked transformer
+at `predict.study_mask_ratio`. Each is judged by closed-form probes on its frozen features of *still
+frames* (training videos fit the probe, test videos score it): foreground IoU and R² of the true
+motion magnitude. The control is the same transformer with random weights. Where the masks fall is
+measured against the ground-truth moving tokens (recall, and how much motion the visible tokens keep).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange, repeat
+
+from vpe_lib.config import RunConfig
+from vpe_lib.data.motion import MotionCache, block_matching_motion, codec_motion, fill_missing, token_motion, true_moving_tokens
+from vpe_lib.data.errors import DataError
+from vpe_lib.data.samplers import to_unit_range
+from vpe_lib.data.store import PushWorldStore
+from vpe_lib.eval.probes import foreground_probe_iou, motion_probe_r2, token_targets
+from vpe_lib.masking import make_mask, mask_motion_overlap
+from vpe_lib.models.tokenizer import VQVAE3D
+from vpe_lib.models.transformer import TransformerConfig, build_predictor
+from vpe_lib.stages.predict_stage import train_predictor
+
+
+def budget_name(fraction: float) -> str:
+    """1.0 -> 'x1', 2/3 -> 'x0.67', 1/3 -> 'x0.33' (the metric names of the issue)."""
+    return f"x{fraction:.2g}"
+
+
+def video_clip_motion(store: PushWorldStore, video: int, starts, clip_frames: int, grid, cache: MotionCache,
+                      source: str) -> np.ndarray:
+    """Token motion magnitude (n_clips, t, h, w) of a video's clips, from the codec's motion vectors of
+    the whole video (camera median removed, I-frames and intra blocks filled) or, when configured,
+    block matching; cached per video (a few KB, not the per-pixel field)."""
+    def compute() -> np.ndarray:
+        frames = store.get("frames", video)
+        if source == "block_matching":
+            field = block_matching_motion(frames)
+        else:
+            field, valid = codec_motion(frames)
+            if not valid.any():
+                raise DataError("the H.264 encoding of this video carries no motion vectors; set "
+                                "predict.motion_source=block_matching to use block matching instead",
+                                path=f"{store.root} ({store.split} video {video})", field="motion_vectors")
+            field = fill_missing(field, valid)
+        return np.stack([token_motion(field[s:s + clip_frames], grid) for s in starts]).astype(np.float32)
+    key = {"split": store.split, "video": int(video), "source": source, "grid": list(grid), "root": str(store.root),
+           "starts": [int(s) for s in starts], "clip_frames": clip_frames}
+    return cache.get(key, compute)
+
+
+def clip_motions(store: PushWorldStore, tokens: dict, grid, clip_frames: int, cache: MotionCache,
+                 source: str) -> np.ndarray:
+    """(N, t, h, w) token motion magnitude of every clip of `tokens`, for MGM."""
+    out = np.zeros((len(tokens["video"]), *grid), np.float32)
+    for v in np.unique(tokens["video"]):
+        rows = np.flatnonzero(tokens["video"] == v)
+        out[rows] = video_clip_motion(store, int(v), tokens["start"][rows], clip_frames, grid, cache, source)
+    return out
+
+
+def measure_motion_cost(store: PushWorldStore, videos, *, block: int = 8) -> dict[str, float]:
+    """ms per frame of codec vectors (encode + decode with export_mvs + field) against block matching,
+    on the same frames in one run."""
+    frames = [store.get("frames", int(v)) for v in videos]
+    n = sum(len(f) for f in frames)
+    t0 = time.perf_counter()
+    for f in frames:
+        codec_motion(f)
+    codec_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for f in frames:
+        block_matching_motion(f, block=block)
+    bm_s = time.perf_counter() - t0
+    return {"mv/extract_ms_per_frame": 1e3 * codec_s / n, "mv/block_matching_ms_per_frame": 1e3 * bm_s / n,
+            "mv/block_matching_over_codec": bm_s / codec_s}
+
+
+def probe_frames(store: PushWorldStore, videos, per_video: int):
+    """Still frames, foreground masks and true motion magnitude (camera removed) of some videos."""
+    t = np.linspace(0, store.n_frames - 2, per_video).round().astype(int)  # each frame has a next one
+    frames, fg, motion = [], [], []
+    for v in videos:
+        frames.append(store.get("frames", int(v), t))
+        fg.append(store.get("semantic", int(v), t) > 0)
+        flow = store.get("flow", int(v), t).astype(np.float32)
+        flow -= np.median(flow.reshape(len(flow), -1, 2), axis=1)[:, None, None]
+        motion.append(np.linalg.norm(flow, axis=-1))
+    return np.concatenate(frames), np.concatenate(fg), np.concatenate(motion)
+
+
+@torch.no_grad()
+def condition_tokens(tokenizer: VQVAE3D, frames: np.ndarray, clip_frames: int, cond_frames: int,
+                     batch_size: int = 32) -> torch.Tensor:
+    """Still frames (n, H, W, 3) uint8 -> COMMIT condition tokens (n, cond_frames, h, w)."""
+    out = []
+    for i in range(0, len(frames), batch_size):
+        x = rearrange(to_unit_range(frames[i:i + batch_size]), "b h w c -> b c h w")
+        out.append(tokenizer.encode(repeat(x, "b c h w -> b c t h w", t=clip_frames))[1][:, :cond_frames])
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def transformer_features(model, cond: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    return torch.cat([model.forward_features(c) for c in cond.split(batch_size)]).numpy()
+
+
+def probe_scores(feats_train, fg_train, motion_train, feats_test, fg_test, motion_test) -> dict[str, float]:
+    stride = fg_train.shape[-1] // feats_train.shape[-1]
+    return {"probe_fg_iou": foreground_probe_iou(feats_train, fg_train, feats_test, fg_test),
+            "motion_r2": motion_probe_r2(feats_train, token_targets(motion_train, stride), feats_test,
+                                         token_targets(motion_test, stride))}
+
+
+def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tcfg: TransformerConfig,
+                      stores: dict[str, PushWorldStore], out: Path, *, progress: bool = True) -> dict[str, float]:
+    p = cfg.predict
+    grid = tcfg.grid
+    cache = MotionCache(out / "motion_cache")
+    m: dict[str, float] = {}
+    m.update(measure_motion_cost(stores["test"], range(min(4, len(stores["test"])))))
+    motions = {}
+    if "mgm" in p.study_maskings:
+        t0 = time.perf_counter()
+        motions = {split: clip_motions(stores[split], tokens[split], grid, p.clip_frames, cache, p.motion_source)
+                   for split in ("train", "test")}
+        m["masking/mgm/motion_wall_s"] = time.perf_counter() - t0
+
+    # where the masks fall: against the ground-truth moving tokens of the test clips
+    rng = np.random.default_rng(0)
+    test = tokens["test"]
+    moving = [true_moving_tokens(stores["test"].get("flow", int(v), slice(int(s), int(s) + p.clip_frames)), grid)
+              for v, s in zip(test["video"], test["start"])]
+    for strategy in p.study_maskings:
+        stats = [mask_motion_overlap(make_mask(strategy, grid, p.study_mask_ratio, rng,
+                                               motion=motions["test"][i] if strategy == "mgm" else None), mv)
+                 for i, mv in enumerate(moving)]
+        for k in ("recall", "precision", "visible_moving"):
+            vals = np.array([s[k] for s in stats], float)
+            m[f"masking/{strategy}/moving_{k}"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+        m[f"masking/{strategy}/moving_overlap"] = m[f"masking/{strategy}/moving_recall"]
+
+    # probe data: still frames of training videos (fit) and test videos (score)
+    train_videos = range(min(p.probe_videos, len(stores["train"]) - cfg.seg.n_val_videos))
+    fr_tr, fg_tr, mo_tr = probe_frames(stores["train"], train_videos, p.probe_frames_per_video)
+    fr_te, fg_te, mo_te = probe_frames(stores["test"], range(len(stores["test"])), p.probe_frames_per_video)
+    cond_tr = condition_tokens(tokenizer, fr_tr, p.clip_frames, p.cond_frames)
+    cond_te = condition_tokens(tokenizer, fr_te, p.clip_frames, p.cond_frames)
+
+    def score(model) -> dict[str, float]:
+        return probe_scores(transformer_features(model, cond_tr), fg_tr, mo_tr,
+                            transformer_features(model, cond_te), fg_te, mo_te)
+
+    per_seed: dict[str, list[dict]] = {}
+    for seed in p.study_seeds:
+        torch.manual_seed(10_000 + seed)
+        per_seed.setdefault("random_init", []).append(score(build_predictor("masked", tcfg)))
+        for strategy in p.study_maskings:
+            for budget in p.study_budgets:
+                steps = max(1, round(budget * p.train.steps))
+                train_cfg = dataclasses.replace(p.train, steps=steps, seed=seed, progress=progress,
+                                                warmup_steps=min(p.train.warmup_steps, steps // 10),
+                                                eval_every=0, ckpt_every=0)
+                name = f"{strategy}/{budget_name(budget)}"
+                result = train_predictor("masked", tcfg, tokens["train"], train_cfg,
+                                         out / "masking" / strategy / budget_name(budget) / f"seed{seed}",
+                                         masking=strategy, mask_ratio=p.study_mask_ratio,
+                                         motion=motions.get("train") if strategy == "mgm" else None,
+                                         desc=f"masking [{name} seed {seed}]")
+                per_seed.setdefault(name, []).append({**score(result.model), "train_wall_s": result.wall_time_s})
+    with torch.no_grad():
+        tok_feats = lambda fr: torch.cat([tokenizer.forward_features(  # noqa: E731
+            rearrange(to_unit_range(fr[i:i + 64]), "b h w c -> b c h w"), clip_frames=p.clip_frames)
+            for i in range(0, len(fr), 64)]).numpy()
+        per_seed["tokenizer_latent"] = [probe_scores(tok_feats(fr_tr), fg_tr, mo_tr, tok_feats(fr_te), fg_te, mo_te)]
+    for name, runs in per_seed.items():
+        for k in runs[0]:
+            vals = np.array([r[k] for r in runs], float)
+            m[f"masking/{name}/{k}"] = float(vals.mean())
+            m[f"masking/{name}/{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+    m["masking/n_seeds"] = len(p.study_seeds)
+    m["masking/mask_ratio"] = p.study_mask_ratio
+    m["masking/n_probe_train_frames"] = len(fr_tr)
+    m["masking/n_probe_test_frames"] = len(fr_te)
+    return m
+
+
+def mask_overlay(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Token-grid masks (t, h, w) over frames (T, H, W, 3): masked tokens whitened, for figures."""
+    T, H, W = frames.shape[:3]
+    t, h, w = mask.shape
+    up = mask.repeat(T // t, 0).repeat(H // h, 1).repeat(W // w, 2)
+    return np.where(up[..., None], (0.4 * frames + 0.6 * 255).astype(np.uint8), frames)
+
+
+def mgm_figure_data(cfg: RunConfig, run_dir: Path, out: Path, *, real_video: Path | None = None,
+                    n_frames: int = 8) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Frames, codec motion field and MGM mask of a PushWorld test clip and, when present, of a real
+    video (`../shared/data/clips/bear.mp4` by default), for the notebook's figure."""
+    from vpe_lib.data.video import read_video
+    from vpe_lib.stages.common import REPO_ROOT, require
+
+    p = cfg.predict
+    tok = cfg.pretrain.tokenizer
+    tf, sf = tok.temporal_factor, tok.spatial_factor
+    store = PushWorldStore(require(run_dir, "data", "pushworld/manifest.json") / "pushworld", "test")
+    n = min(n_frames, store.n_frames) // tf * tf
+    clips = [("PushWorld test video 0", store.get("frames", 0, slice(0, n)))]
+    real_video = real_video or REPO_ROOT.parent / "shared" / "data" / "clips" / "bear.mp4"
+    if real_video.exists():
+        clips.append((f"{real_video.name} (real video)", read_video(real_video, size=(128, 224), max_frames=n)))
+    data = []
+    for title, frames in clips:
+        field, valid = codec_motion(frames)
+        field = fill_missing(field, valid)
+        s = sf if title.startswith("PushWorld") else 8  # a coarser grid for the larger real frames
+        grid = (len(frames) // tf, frames.shape[1] // s, frames.shape[2] // s)
+        mask = make_mask("mgm", grid, p.study_mask_ratio, np.random.default_rng(0), motion=token_motion(field, grid))
+        data.append((title, {"frames": frames, "field": field, "overlay": mask_overlay(frames, mask)}))
+    return data

@@ -1,0 +1,376 @@
+"""Stage 03: video prediction over the tokenizer's codes.
+
+Two frame-conditioned transformers (MAGVIT COMMIT masked, VideoGPT-style autoregressive;
+`vpe_lib.models.transformer`) learn p(future tokens | condition frame) on PushWorld clips:
+
+1. Tokenize: every training / validation / test video is cut into non-overlapping clips of
+   `predict.clip_frames`; each clip's codes, and the condition tokens (its first frame edge-padded
+   to a clip and encoded, first `cond_frames` latent frames, as COMMIT does). Cached, keyed by the
+   tokenizer checkpoint's digest and the clip settings.
+2. Train each model (resumable, learning curve in held-out bits per token on validation videos).
+3. Judge on test videos:
+   * cross-entropy per future token, in bits, per latent horizon, against the unigram code
+     distribution and against copying the condition tokens (smoothed; the mixing weight fitted on
+     training clips). Futures are stochastic (the arm's actions are not given), so likelihood is the
+     clean test that a model has learned something;
+   * PSNR / SSIM per predicted frame of sampled futures, over the whole frame and over the truly
+     moving pixels, against copying the condition frame in pixels, copying it in token space, and the
+     tokenizer's reconstruction of the true future (the ceiling).
+
+The masking study (the same masked model pretrained with other masks) is `masking_study.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange, repeat
+
+from vpe_lib.config import RunConfig
+from vpe_lib.data.samplers import from_unit_range, to_unit_range
+from vpe_lib.data.store import PushWorldStore
+from vpe_lib.eval.metrics import ssim
+from vpe_lib.masking import make_mask
+from vpe_lib.models.tokenizer import VQVAE3D
+from vpe_lib.models.transformer import ARVideoTransformer, TransformerConfig, build_predictor, check_compatible
+from vpe_lib.stages.common import require, write_json, write_metrics
+from vpe_lib.stages.pretrain_stage import load_tokenizer
+from vpe_lib.stages.seg_protocol import file_digest, run_key
+from vpe_lib.train.loop import TrainConfig, train
+
+LN2 = math.log(2.0)
+
+
+# ---------------------------------------------------------------------------
+# clips and their tokens
+
+
+def clip_starts(n_frames: int, clip_frames: int) -> list[int]:
+    """Non-overlapping clips of a video: each frame is in at most one clip, so a test clip's future
+    is never a training clip's past."""
+    return list(range(0, n_frames - clip_frames + 1, clip_frames))
+
+
+def prediction_videos(store: PushWorldStore, n_val_videos: int) -> dict[str, tuple[PushWorldStore, range]]:
+    """train / val / test videos: val = the last `n_val_videos` training videos, as in the
+    segmentation study (so its validation videos are never used to pretrain the predictor either)."""
+    return {"train": (store, range(0, len(store) - n_val_videos)),
+            "val": (store, range(len(store) - n_val_videos, len(store)))}
+
+
+@torch.no_grad()
+def tokenize_clips(tokenizer: VQVAE3D, store: PushWorldStore, videos, *, clip_frames: int, cond_frames: int,
+                   batch_size: int = 16) -> dict[str, np.ndarray]:
+    """codes (N, t, h, w), cond (N, cond_frames, h, w), video (N,), start (N,) for every clip."""
+    tokenizer.eval()
+    starts = clip_starts(store.n_frames, clip_frames)
+    items = [(v, s) for v in videos for s in starts]
+    codes, cond = [], []
+    for i in range(0, len(items), batch_size):
+        chunk = items[i:i + batch_size]
+        frames = np.stack([store.get("frames", v, slice(s, s + clip_frames)) for v, s in chunk])  # b t h w c
+        clip = rearrange(to_unit_range(frames), "b t h w c -> b c t h w")
+        codes.append(tokenizer.encode(clip)[1])
+        # COMMIT: the condition frame edge-padded to the clip length, encoded by the same tokenizer
+        padded = repeat(clip[:, :, 0], "b c h w -> b c t h w", t=clip_frames)
+        cond.append(tokenizer.encode(padded)[1][:, :cond_frames])
+    return {"codes": torch.cat(codes).numpy().astype(np.int16), "cond": torch.cat(cond).numpy().astype(np.int16),
+            "video": np.array([v for v, _ in items]), "start": np.array([s for _, s in items])}
+
+
+def cached_tokens(cfg: RunConfig, run_dir: Path, out: Path, tokenizer: VQVAE3D) -> dict[str, dict[str, np.ndarray]]:
+    """Tokens of every split, cached in out/tokens/<split>_<key>.npz (key: tokenizer digest + clip settings)."""
+    p = cfg.predict
+    data_dir = require(run_dir, "data", "pushworld/manifest.json") / "pushworld"
+    pre = require(run_dir, "pretrain", "final.pt")
+    key = run_key(file_digest(pre / "final.pt"), file_digest(data_dir / "manifest.json"), p.clip_frames,
+                  p.cond_frames, cfg.seg.n_val_videos)
+    train_store, test_store = PushWorldStore(data_dir, "train"), PushWorldStore(data_dir, "test")
+    plan = {**prediction_videos(train_store, cfg.seg.n_val_videos), "test": (test_store, range(len(test_store)))}
+    tokens = {}
+    for split, (store, videos) in plan.items():
+        path = out / "tokens" / f"{split}_{key}.npz"
+        if not path.exists():
+            arrays = tokenize_clips(tokenizer, store, videos, clip_frames=p.clip_frames, cond_frames=p.cond_frames)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, **arrays)
+            tmp.replace(path)  # atomic: a killed run never leaves half a cache
+        with np.load(path) as z:
+            tokens[split] = {k: z[k] for k in z.files}
+    return tokens
+
+
+# ---------------------------------------------------------------------------
+# training
+
+
+class TokenBatches:
+    """batches(step) -> {"codes", "cond", "mask"}: a pure function of (seed, step), so a resumed run
+    sees the same batches. The mask is drawn here (not in the model) because strategies like MGM
+    need the data's motion; ratio 0 draws each sample's ratio from MaskGIT's cosine schedule."""
+
+    def __init__(self, tokens: dict[str, np.ndarray], *, batch_size: int, seed: int, masking: str = "random",
+                 mask_ratio: float = 0.0, motion: np.ndarray | None = None):
+        self.codes, self.cond = tokens["codes"], tokens["cond"]
+        self.batch_size, self.seed, self.masking, self.mask_ratio, self.motion = batch_size, seed, masking, mask_ratio, motion
+        self.grid = tuple(self.codes.shape[1:])
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, step])
+        idx = rng.integers(0, len(self.codes), self.batch_size)
+        masks = []
+        for i in idx:
+            ratio = self.mask_ratio or float(np.clip(math.cos(math.pi / 2 * rng.uniform()), 1e-3, 0.999))
+            masks.append(make_mask(self.masking, self.grid, ratio, rng,
+                                   motion=None if self.motion is None else self.motion[i]))
+        return {"codes": torch.from_numpy(self.codes[idx].astype(np.int64)),
+                "cond": torch.from_numpy(self.cond[idx].astype(np.int64)),
+                "mask": torch.from_numpy(np.stack(masks))}
+
+
+def predict_step(model, batch):
+    return model(batch["codes"], batch["cond"], batch["mask"])  # (loss, logs), computed inside forward (DDP)
+
+
+def transformer_config(cfg: RunConfig, tokenizer: VQVAE3D, grid: tuple[int, int, int]) -> TransformerConfig:
+    p = cfg.predict
+    return TransformerConfig(codebook_size=tokenizer.cfg.codebook_size, grid=tuple(grid), cond_frames=p.cond_frames,
+                             dim=p.dim, depth=p.depth, heads=p.heads)
+
+
+def train_predictor(kind: str, tcfg: TransformerConfig, tokens: dict, train_cfg: TrainConfig, out: Path, *,
+                    masking: str = "random", mask_ratio: float = 0.0, motion: np.ndarray | None = None,
+                    eval_tokens: dict | None = None, desc: str = ""):
+    """One predictor trained into `out` (resumes from its checkpoint); its config beside the weights."""
+    torch.manual_seed(train_cfg.seed)
+    model = build_predictor(kind, tcfg)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "transformer.json", {"kind": kind, **dataclasses.asdict(tcfg)})
+    batches = TokenBatches(tokens, batch_size=train_cfg.batch_size, seed=train_cfg.seed, masking=masking,
+                           mask_ratio=mask_ratio, motion=motion)
+    eval_fn = None
+    if eval_tokens is not None:
+        eval_fn = lambda m: {"bits_per_token": float(future_bits(m, eval_tokens).mean())}  # noqa: E731
+    return train(model, predict_step, batches, train_cfg, out, eval_fn=eval_fn, desc=desc or kind)
+
+
+def load_predictor(path: Path, *, codebook_size: int, grid: tuple[int, int, int]):
+    """A trained predictor from out/<kind>/ (transformer.json + final.pt), refused when it was trained
+    on another tokenizer's codes (codebook size or token grid)."""
+    spec = json.loads((path / "transformer.json").read_text())
+    kind = spec.pop("kind")
+    spec["grid"] = tuple(spec["grid"])
+    tcfg = TransformerConfig(**spec)
+    check_compatible(tcfg, codebook_size=codebook_size, grid=tuple(grid), source=str(path))
+    model = build_predictor(kind, tcfg)
+    model.load_state_dict(torch.load(path / "final.pt", map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------
+# likelihood
+
+
+@torch.no_grad()
+def future_bits(model, tokens: dict[str, np.ndarray], *, batch_size: int = 32) -> np.ndarray:
+    """Bits per true future token, (N, t - cond_frames, h, w): the masked model's one-pass marginals
+    given the condition; the AR model's teacher-forced conditionals (a joint likelihood's factors)."""
+    was = model.training
+    model.eval()
+    out = []
+    codes, cond = tokens["codes"].astype(np.int64), tokens["cond"].astype(np.int64)
+    cf = cond.shape[1]
+    for i in range(0, len(codes), batch_size):
+        c = torch.from_numpy(codes[i:i + batch_size])
+        k = torch.from_numpy(cond[i:i + batch_size])
+        if isinstance(model, ARVideoTransformer):
+            logp = model.future_log_probs(c, k)
+        else:
+            logp = model.future_log_probs(k)
+        true = c[:, cf:]
+        out.append((-logp.gather(-1, true.unsqueeze(-1)).squeeze(-1) / LN2).numpy())
+    model.train(was)
+    return np.concatenate(out)
+
+
+def unigram_log_probs(codes: np.ndarray, codebook_size: int) -> np.ndarray:
+    """log p(code) of the training futures' code frequencies, add-one smoothed (no zero probability)."""
+    counts = np.bincount(codes.ravel().astype(np.int64), minlength=codebook_size).astype(np.float64) + 1.0
+    return np.log(counts / counts.sum())
+
+
+def copy_token_bits(future: np.ndarray, cond_frame: np.ndarray, unigram: np.ndarray, eps: float) -> np.ndarray:
+    """Bits per token of p = (1 - eps) * [x = the condition token at the same place] + eps * unigram."""
+    same = (future == cond_frame[:, None]).astype(np.float64)
+    p = (1 - eps) * same + eps * np.exp(unigram[future.astype(np.int64)])
+    return -np.log2(p)
+
+
+def fit_copy_eps(future: np.ndarray, cond_frame: np.ndarray, unigram: np.ndarray) -> float:
+    """The mixing weight minimising training bits per token (a fine grid in log space: 1-D, convex enough)."""
+    grid = np.logspace(-4, 0, 161)[:-1]
+    bits = [copy_token_bits(future, cond_frame, unigram, e).mean() for e in grid]
+    return float(grid[int(np.argmin(bits))])
+
+
+# ---------------------------------------------------------------------------
+# frame prediction
+
+
+def moving_pixels(flow: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """(T, H, W) bool: pixels that have moved since frame 0 (ground-truth flow, the camera's median
+    motion removed): frame k is marked where any step j < k moved by more than `threshold` px."""
+    f = flow.astype(np.float32)
+    f = f - np.median(f.reshape(len(f), -1, 2), axis=1)[:, None, None]
+    step = np.linalg.norm(f, axis=-1) > threshold  # step j: motion from j to j+1
+    moved = np.zeros(step.shape, bool)
+    moved[1:] = np.logical_or.accumulate(step[:-1], axis=0)
+    return moved
+
+
+def psnr_db(mse: float) -> float:
+    return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def frame_errors(pred: np.ndarray, true: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame index: MSE over all pixels and over moving pixels (summed error, counted pixels),
+    pooled over clips. pred / true (N, T, H, W, 3) uint8, moving (N, T, H, W)."""
+    sq = ((pred.astype(np.float64) - true.astype(np.float64)) ** 2).mean(-1)  # N T H W
+    whole = sq.mean(axis=(0, 2, 3))
+    n_moving = moving.sum(axis=(0, 2, 3))
+    moving_mse = np.where(n_moving > 0, (sq * moving).sum(axis=(0, 2, 3)) / np.maximum(n_moving, 1), np.nan)
+    return whole, moving_mse
+
+
+@torch.no_grad()
+def decode(tokenizer: VQVAE3D, codes: torch.Tensor) -> np.ndarray:
+    """codes (b t h w) -> frames (b T H W 3) uint8."""
+    return rearrange(from_unit_range(tokenizer.decode_codes(codes)), "b c t h w -> b t h w c")
+
+
+@torch.no_grad()
+def sample_futures(model, cond: torch.Tensor, p, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(model, ARVideoTransformer):
+        return model.generate(cond, temperature=p.temperature, generator=g)
+    return model.generate(cond, steps=p.maskgit_steps, temperature=p.temperature, generator=g)
+
+
+def frame_prediction(cfg: RunConfig, tokenizer: VQVAE3D, models: dict, tokens: dict, store: PushWorldStore,
+                     out: Path) -> dict[str, float]:
+    """PSNR / SSIM per predicted frame on `n_sample_clips` test clips, whole frame and moving pixels,
+    for each model and the three references; filmstrips of several samples from the same frame."""
+    p = cfg.predict
+    n = min(p.n_sample_clips, len(tokens["codes"]))
+    pick = np.linspace(0, len(tokens["codes"]) - 1, n).round().astype(int)
+    codes = torch.from_numpy(tokens["codes"][pick].astype(np.int64))
+    cond = torch.from_numpy(tokens["cond"][pick].astype(np.int64))
+    vids, starts = tokens["video"][pick], tokens["start"][pick]
+    true = np.stack([store.get("frames", int(v), slice(int(s), int(s) + p.clip_frames)) for v, s in zip(vids, starts)])
+    moving = np.stack([moving_pixels(store.get("flow", int(v), slice(int(s), int(s) + p.clip_frames)))
+                       for v, s in zip(vids, starts)])
+    t_lat = codes.shape[1]
+    tf = tokenizer.cfg.temporal_factor
+    # the first frame that no condition latent frame covers: what is predicted, not given
+    first = 1 + (p.cond_frames - 1) * tf if tokenizer.cfg.causal else p.cond_frames * tf
+    preds = {
+        "copy_pixels": np.repeat(true[:, :1], p.clip_frames, axis=1),
+        "copy_tokens": decode(tokenizer, cond[:, :1].expand(-1, t_lat, -1, -1)),
+        "ceiling": decode(tokenizer, codes),
+    }
+    samples = {}
+    for kind, model in models.items():
+        futures = sample_futures(model, cond, p, seed=0)
+        preds[kind] = decode(tokenizer, futures)
+        shown = cond[:3].repeat_interleave(p.n_shown_samples, 0)
+        samples[kind] = decode(tokenizer, sample_futures(model, shown, p, seed=1)).reshape(
+            3, p.n_shown_samples, *preds[kind].shape[1:])
+    np.savez_compressed(out / "samples.npz", true=true[:3], **{f"sample_{k}": v for k, v in samples.items()},
+                        **{f"ref_{k}": preds[k][:3] for k in ("copy_pixels", "copy_tokens", "ceiling")})
+    m: dict[str, float] = {"predict/first_predicted_frame": first, "predict/n_sample_clips": n,
+                           "predict/moving_pixel_fraction": float(moving[:, first:].mean())}
+    per_frame = {}
+    for name, pred in preds.items():
+        whole, mov = frame_errors(pred[:, first:], true[:, first:], moving[:, first:])
+        sq = ((pred[:, first:].astype(np.float64) - true[:, first:].astype(np.float64)) ** 2).mean(-1)
+        m[f"predict/{name}/psnr_db"] = psnr_db(float(sq.mean()))
+        m[f"predict/{name}/psnr_db_moving"] = psnr_db(float(sq[moving[:, first:]].mean())) if moving[:, first:].any() else float("nan")
+        x = torch.from_numpy(pred[:, first:]).float().div(127.5).sub(1).flatten(0, 1).permute(0, 3, 1, 2)
+        y = torch.from_numpy(true[:, first:]).float().div(127.5).sub(1).flatten(0, 1).permute(0, 3, 1, 2)
+        m[f"predict/{name}/ssim"] = ssim(x, y)
+        per_frame[name] = {"psnr_db": [psnr_db(e) for e in whole], "psnr_db_moving": [psnr_db(e) if e == e else None for e in mov]}
+        for j, (e, em) in enumerate(zip(whole, mov)):
+            m[f"predict/{name}/frame{first + j}/psnr_db"] = psnr_db(e)
+            m[f"predict/{name}/frame{first + j}/psnr_db_moving"] = psnr_db(em) if em == em else float("nan")
+    write_json(out / "per_frame_psnr.json", {"first_predicted_frame": first, "frames": per_frame})
+    return m
+
+
+# ---------------------------------------------------------------------------
+# the stage
+
+
+def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool = True) -> dict[str, float]:
+    from vpe_lib.data.seg_sources import parse_source
+
+    if parse_source(cfg.data.source)[0] != "pushworld":
+        # Prediction reads PushWorld clips (ground-truth motion for the moving-pixel scores); real video
+        # sources are not wired in yet. Said in the metrics, never silently.
+        metrics = {"predict/skipped_not_pushworld": 1.0}
+        write_metrics(out, metrics)
+        return metrics
+    p = cfg.predict
+    tokenizer = load_tokenizer(run_dir)
+    t0 = time.perf_counter()
+    tokens = cached_tokens(cfg, run_dir, out, tokenizer)
+    metrics: dict[str, float] = {"predict/tokenize_wall_s": time.perf_counter() - t0}
+    grid = tuple(tokens["train"]["codes"].shape[1:])
+    tcfg = transformer_config(cfg, tokenizer, grid)
+    K = tokenizer.cfg.codebook_size
+    cf = p.cond_frames
+    # baselines: unigram of the training futures, copy-the-condition with a fitted mixing weight
+    train_future = tokens["train"]["codes"][:, cf:]
+    unigram = unigram_log_probs(train_future, K)
+    eps = fit_copy_eps(train_future, tokens["train"]["cond"][:, 0], unigram)
+    test_future = tokens["test"]["codes"][:, cf:]
+    bits = {"unigram": -unigram[test_future.astype(np.int64)] / LN2,
+            "copy_tokens": copy_token_bits(test_future, tokens["test"]["cond"][:, 0], unigram, eps)}
+    metrics["predict/copy_tokens/mixing_weight"] = eps
+    models = {}
+    for kind in p.models:
+        train_cfg = dataclasses.replace(p.train, progress=progress)
+        result = train_predictor(kind, tcfg, tokens["train"], train_cfg, out / kind, mask_ratio=p.mask_ratio,
+                                 masking=p.masking, eval_tokens=tokens["val"], desc=f"predictor [{kind}]")
+        models[kind] = result.model.eval()
+        bits[kind] = future_bits(models[kind], tokens["test"])
+        metrics[f"predict/{kind}/train_wall_s"] = result.wall_time_s
+        metrics[f"predict/{kind}/train_clips_per_s"] = result.items_per_s
+        metrics[f"predict/{kind}/params"] = sum(q.numel() for q in models[kind].parameters())
+    for name, b in bits.items():
+        metrics[f"predict/{name}/nll_bits_per_token"] = float(b.mean())
+        for h in range(b.shape[1]):
+            metrics[f"predict/{name}/horizon{h + 1}/nll_bits_per_token"] = float(b[:, h].mean())
+    metrics["predict/n_test_clips"] = len(test_future)
+    metrics["predict/n_train_clips"] = len(train_future)
+    metrics["predict/tokens_per_clip"] = int(np.prod(grid))
+    metrics["predict/uniform_bits_per_token"] = math.log2(K)
+    data_dir = require(run_dir, "data", "pushworld/manifest.json") / "pushworld"
+    stores = {"train": PushWorldStore(data_dir, "train"), "test": PushWorldStore(data_dir, "test")}
+    t0 = time.perf_counter()
+    metrics.update(frame_prediction(cfg, tokenizer, models, tokens["test"], stores["test"], out))
+    metrics["predict/sampling_wall_s"] = time.perf_counter() - t0
+    if p.study_maskings:
+        from vpe_lib.stages.masking_study import run_masking_study  # it trains through this module
+
+        t0 = time.perf_counter()
+        metrics.update(run_masking_study(cfg, tokenizer, tokens, tcfg, stores, out, progress=progress))
+        metrics["masking/wall_s"] = time.perf_counter() - t0
+    write_metrics(out, metrics)
+    return metrics
