@@ -8,7 +8,7 @@ PROFILE ?= cpu
 RUN_DIR ?= runs/$(PROFILE)
 REPORT_DIR ?= reports
 
-.PHONY: install report test test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr clean
+.PHONY: install report test test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-predict bench-mv clean
 
 install: $(STAMP)
 
@@ -56,6 +56,14 @@ bench-tokenizer: $(BENCH_STAMP)
 	$(BENCH_BIN)/python bench/bench_tokenizer.py $(BENCH_ARGS)
 
 # Training throughput and model FLOP utilisation of the BAIR-preset tokenizer (bf16 on a GPU);
+# Prediction transformers: training / sampling clips/s, memory, MFU on a GPU; codec motion vectors
+# against block matching (ms per frame, one run). e.g. make bench-predict BENCH_ARGS="--profile gpu --amp bf16"
+bench-predict: $(STAMP)
+	$(BIN)/python bench/bench_predictors.py $(BENCH_ARGS)
+
+bench-mv: $(STAMP)
+	$(BIN)/python bench/bench_motion_vectors.py $(BENCH_ARGS)
+
 # e.g. make bench-mfu BENCH_ARGS="--batch 32 --compile"
 bench-mfu: $(STAMP)
 	$(BIN)/python bench/bench_tokenizer_mfu.py $(BENCH_ARGS)

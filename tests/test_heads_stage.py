@@ -155,15 +155,21 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     from vpe_lib.stages.heads_stage import run_heads_stage
     from vpe_lib.stages.pretrain_stage import run_pretrain_stage
 
+    from vpe_lib.stages.predict_stage import run_predict_stage
+
     over = {"pretrain.compare_quantizers": [], "pretrain.compare_steps": 0, "pretrain.train.steps": 4,
-            "seg.train.steps": 6, "seg.train.eval_every": 3, "seg.level_probes": False}
+            "seg.train.steps": 6, "seg.train.eval_every": 3, "seg.level_probes": False,
+            "predict.train.steps": 4, "predict.study_maskings": [], "predict.n_sample_clips": 2}
     cfg, out = start_stage("smoke", tmp_path, "data", over)
     run_data_stage(cfg, out, progress=False)
     cfg, out = start_stage("smoke", tmp_path, "pretrain", over)
     run_pretrain_stage(cfg, tmp_path, out, progress=False)
+    cfg, out = start_stage("smoke", tmp_path, "predict", over)
+    run_predict_stage(cfg, tmp_path, out, progress=False)
     cfg, out = start_stage("smoke", tmp_path, "heads", over)
     m = run_heads_stage(cfg, tmp_path, out, progress=False, log=lambda s: None)
-    for name in ("tokenizer/conv/frozen", "tokenizer/conv/finetuned", "random_tokenizer/conv/frozen", "unet"):
+    for name in ("tokenizer/conv/frozen", "tokenizer/conv/finetuned", "random_tokenizer/conv/frozen", "unet",
+                 "masked/conv/frozen", "random_masked/conv/frozen", "ar/conv/frozen", "random_ar/conv/frozen"):
         for pct in ("labels50", "labels100"):
             for metric in ("fg_iou", "fg_iou_objects", "miou", "dice", "boundary_f"):
                 assert 0 <= m[f"seg/{metric}/{name}/{pct}"] <= 1, (metric, name, pct)
@@ -172,6 +178,8 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     assert m[f"{d}/ci_low"] <= m[f"{d}/mean"] <= m[f"{d}/ci_high"]
     assert "seg/diff_vs_random/tokenizer/conv/frozen/no-stride1/labels50/mean" not in m  # ablations: largest only
     assert "seg/diff_vs_random/tokenizer/conv/frozen/no-stride1/labels100/mean" in m
+    assert "seg/diff_vs_random/masked/conv/frozen/labels50/mean" in m  # each predictor against its random twin
+    assert "seg/fg_iou/masked/conv/finetuned/labels50" not in m  # the predictors run frozen
     assert m["seg/fg_iou/all_background"] == 0.0 and "seg/fg_iou/frame_difference" in m
     assert m["seg/fg_iou/unet"] == m["seg/fg_iou/unet/labels100"]  # the flat alias
     per_seed = json.loads((out / "per_seed.json").read_text())

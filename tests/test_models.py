@@ -445,3 +445,33 @@ def test_frozen_segmentation_model_leaves_encoder_alone():
     assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())
     assert any(not torch.equal(p, q) for p, q in zip(head.parameters(), head_before))
     assert len(model.trainable_parameters()) == len(list(head.parameters()))
+
+
+@pytest.mark.parametrize("kind", ["masked", "ar"])
+def test_predictor_encoder_gives_tokenizer_maps_then_transformer_states(kind):
+    """A still image -> condition tokens -> the transformer's states, after the tokenizer's maps; a head
+    fits it from feature_info alone and trains the transformer (not the tokenizer's argmax codes)."""
+    from vpe_lib.models.encoders import PredictorEncoder
+    from vpe_lib.models.transformer import TransformerConfig, build_predictor
+
+    tok = _tokenizer(TOKENIZER_CONFIGS["smoke"])
+    x = torch.randn(2, 3, 16, 16)
+    grid = tok.latent_shape(tok.cfg.clip_frames, 16, 16)
+    torch.manual_seed(0)
+    pred = build_predictor(kind, TransformerConfig(codebook_size=tok.cfg.codebook_size, grid=grid, dim=16, depth=2,
+                                                   heads=2))
+    enc = PredictorEncoder(tok, pred, clip_frames=tok.cfg.clip_frames)
+    maps = enc.forward_intermediates(x)
+    assert [f.name for f in enc.feature_info][-2:] == ["layer0", "layer1"]
+    assert len(maps) == len(enc.feature_info)
+    for m, info in zip(maps, enc.feature_info):
+        assert m.shape[1] == info.channels and m.shape[-1] == 16 // info.stride and torch.isfinite(m).all()
+    head = build_head("conv", enc.feature_info, n_classes=3, hidden=8)
+    model = SegmentationModel(enc, head, frozen=False)
+    model(x).logsumexp(1).mean().backward()
+    # the transformer learns from the segmentation loss (all but its final norm and logit layer, unused here)
+    assert all(p.grad is not None for n, p in pred.named_parameters() if not n.startswith(("norm.", "head.")))
+    torch.manual_seed(1)
+    other = PredictorEncoder(tok, build_predictor(kind, pred.cfg), clip_frames=tok.cfg.clip_frames)
+    assert not torch.allclose(other.forward_intermediates(x)[-1], maps[-1])  # another draw, other states
+    assert torch.equal(other.forward_intermediates(x)[0], maps[0])  # the same tokenizer maps

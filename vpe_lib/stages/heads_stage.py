@@ -315,7 +315,14 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     test = study.splits["test"]
     gt = coco_ground_truth(test.instance, test.semantic, class_names=study.class_names,
                            classes=study.object_classes) if s.coco_ap and test.instance is not None else None
-    methods = main_methods(s.encoders, s.heads, s.modes, s.finetune_heads)
+    encoders = list(s.encoders)
+    if study.source != "pushworld" and any(e in PREDICTOR_ENCODERS for e in encoders):
+        # stage 03 trains the predictors on PushWorld only (so far): say so, do not fail or hide it
+        dropped = [e for e in encoders if e in PREDICTOR_ENCODERS]
+        encoders = [e for e in encoders if e not in PREDICTOR_ENCODERS]
+        study.skipped.append({"path": cfg.data.source, "kind": "encoders " + ", ".join(dropped),
+                              "reason": "the prediction stage (03) trains on PushWorld only so far"})
+    methods = main_methods(encoders, s.heads, s.modes, s.finetune_heads)
     largest = max(s.label_pcts)
     ablations = ablation_methods(cfg, study)
     plan = [(m, pct) for m in methods for pct in s.label_pcts] + [(m, largest) for m in ablations]
@@ -419,7 +426,7 @@ def collect(per_run: dict[str, dict[str, list[dict]]], s, study: Study) -> dict[
         for pct, runs in budgets.items():
             a = [r["fg_iou"] for r in runs]
             refs = {"diff_vs_unet": per_run.get("unet", {}).get(pct)}
-            if name.startswith("tokenizer/"):
+            if not name.startswith("random_") and "random_" + name in per_run:  # its random-weight twin
                 refs["diff_vs_random"] = per_run.get("random_" + name, {}).get(pct)
             for label, ref in refs.items():
                 if ref:

@@ -286,14 +286,15 @@ def frame_prediction(cfg: RunConfig, tokenizer: VQVAE3D, models: dict, tokens: d
         "ceiling": decode(tokenizer, codes),
     }
     samples = {}
+    n_show = min(3, n)  # clips in the filmstrips
     for kind, model in models.items():
         futures = sample_futures(model, cond, p, seed=0)
         preds[kind] = decode(tokenizer, futures)
-        shown = cond[:3].repeat_interleave(p.n_shown_samples, 0)
+        shown = cond[:n_show].repeat_interleave(p.n_shown_samples, 0)
         samples[kind] = decode(tokenizer, sample_futures(model, shown, p, seed=1)).reshape(
-            3, p.n_shown_samples, *preds[kind].shape[1:])
-    np.savez_compressed(out / "samples.npz", true=true[:3], **{f"sample_{k}": v for k, v in samples.items()},
-                        **{f"ref_{k}": preds[k][:3] for k in ("copy_pixels", "copy_tokens", "ceiling")})
+            n_show, p.n_shown_samples, *preds[kind].shape[1:])
+    np.savez_compressed(out / "samples.npz", true=true[:n_show], **{f"sample_{k}": v for k, v in samples.items()},
+                        **{f"ref_{k}": preds[k][:n_show] for k in ("copy_pixels", "copy_tokens", "ceiling")})
     m: dict[str, float] = {"predict/first_predicted_frame": first, "predict/n_sample_clips": n,
                            "predict/moving_pixel_fraction": float(moving[:, first:].mean())}
     per_frame = {}
