@@ -215,6 +215,7 @@ def mgm_figure_data(cfg: RunConfig, run_dir: Path, out: Path, *, real_video: Pat
                     n_frames: int = 8) -> list[tuple[str, dict[str, np.ndarray]]]:
     """Frames, codec motion field and MGM mask of a PushWorld test clip and, when present, of a real
     video (`../shared/data/clips/bear.mp4` by default), for the notebook's figure."""
+    from vpe_lib.data.clips import FrameFolderSource
     from vpe_lib.data.video import read_video
     from vpe_lib.stages.common import REPO_ROOT, require
 
@@ -224,14 +225,27 @@ def mgm_figure_data(cfg: RunConfig, run_dir: Path, out: Path, *, real_video: Pat
     store = PushWorldStore(require(run_dir, "data", "pushworld/manifest.json") / "pushworld", "test")
     n = min(n_frames, store.n_frames) // tf * tf
     clips = [("PushWorld test video 0", store.get("frames", 0, slice(0, n)))]
-    real_video = real_video or REPO_ROOT.parent / "shared" / "data" / "clips" / "bear.mp4"
+    shared = REPO_ROOT.parent / "shared" / "data"
+    real_video = real_video or shared / "clips" / "bear.mp4"
     if real_video.exists():
         clips.append((f"{real_video.name} (real video)", read_video(real_video, size=(128, 224), max_frames=n)))
+    # the real BAIR and DAVIS samples, when present beside the project (frame folders)
+    for title, root, kw in (("BAIR sample (real robot pushing)", shared / "bair_samples" / "frames",
+                             {"crop_border": (1, 1), "size": (64, 64)}),
+                            ("DAVIS sample", shared / "davis_sample" / "JPEGImages" / "480p",
+                             {"pattern": "*.jpg", "size": (128, 224)})):
+        if root.exists():
+            try:
+                src = FrameFolderSource(root, min_frames=n, verify="header", **kw)
+                if len(src):
+                    clips.append((f"{title}: {Path(src.video_id(0)).name}", src.read_clip(0, 0, n)))
+            except DataError:
+                pass  # a sample that does not load is the clip readers' business; the figure goes on without it
     data = []
     for title, frames in clips:
         field, valid = codec_motion(frames)
         field = fill_missing(field, valid)
-        s = sf if title.startswith("PushWorld") else 8  # a coarser grid for the larger real frames
+        s = sf if frames.shape[1] <= 64 else 8  # a coarser grid for the larger real frames
         grid = (len(frames) // tf, frames.shape[1] // s, frames.shape[2] // s)
         mask = make_mask("mgm", grid, p.study_mask_ratio or 0.75, np.random.default_rng(0), motion=token_motion(field, grid))
         data.append((title, {"frames": frames, "field": field, "overlay": mask_overlay(frames, mask)}))
