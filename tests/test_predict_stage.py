@@ -113,3 +113,22 @@ def test_budget_names_and_mask_overlay():
     mask[0, 0, 0] = True
     over = mask_overlay(frames, mask)
     assert over[:2, :4, :4].min() > 100 and over[2:].max() == 0 and over[:2, 4:].max() == 0
+
+
+def test_a_changed_tokenizer_or_recipe_trains_afresh(tmp_path):
+    """Runs are keyed by what determines them: never resumed or scored on another tokenizer's codes."""
+    from vpe_lib.stages.predict_stage import predictor_folder, run_folder
+    from vpe_lib.train.loop import TrainConfig
+
+    cfg = TransformerConfig(codebook_size=8, grid=(2, 2, 2), dim=16, depth=1, heads=2)
+    tc = TrainConfig(steps=10)
+    a = run_folder(tmp_path / "masked", "tokA", cfg, tc, "random", 0.0)
+    assert a == run_folder(tmp_path / "masked", "tokA", cfg, TrainConfig(steps=10, progress=False), "random", 0.0)
+    assert a != run_folder(tmp_path / "masked", "tokB", cfg, tc, "random", 0.0)
+    assert a != run_folder(tmp_path / "masked", "tokA", cfg, TrainConfig(steps=20), "random", 0.0)
+    assert a != run_folder(tmp_path / "masked", "tokA", cfg, tc, "mgm", 0.75)
+    with pytest.raises(FileNotFoundError, match="03_predict"):
+        predictor_folder(tmp_path, "masked")
+    (tmp_path / "masked").mkdir()
+    (tmp_path / "masked" / "latest.json").write_text(json.dumps({"folder": a.name}))
+    assert predictor_folder(tmp_path, "masked") == a

@@ -46,7 +46,7 @@ from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.transformer import build_predictor
 from vpe_lib.models.unet import UNet2D
 from vpe_lib.stages.common import require, write_json, write_metrics
-from vpe_lib.stages.predict_stage import load_predictor
+from vpe_lib.stages.predict_stage import load_predictor, predictor_folder
 from vpe_lib.stages.pretrain_stage import load_tokenizer
 from vpe_lib.stages.seg_protocol import (Method, budget_index, choose_lr, file_digest, main_methods, pct_name,
                                          pushworld_splits, run_key)
@@ -208,7 +208,7 @@ class Study:
         """A prediction transformer of stage 03 on the main tokenizer (whose codes it was trained on),
         or the same architecture with random weights drawn from the seed."""
         kind = encoder.removeprefix("random_")
-        folder = require(self.run_dir, "predict", f"{kind}/final.pt", f"{kind}/transformer.json") / kind
+        folder = predictor_folder(require(self.run_dir, "predict", f"{kind}/latest.json"), kind)
         tok = load_tokenizer(self.run_dir).channels_last_()
         model = load_predictor(folder, codebook_size=tok.cfg.codebook_size, grid=tuple(
             json.loads((folder / "transformer.json").read_text())["grid"]))

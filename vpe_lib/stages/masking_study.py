@@ -28,7 +28,7 @@ from vpe_lib.eval.probes import foreground_probe_iou, motion_probe_r2, token_tar
 from vpe_lib.masking import make_mask, mask_motion_overlap
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.transformer import TransformerConfig, build_predictor
-from vpe_lib.stages.predict_stage import load_predictor, train_predictor
+from vpe_lib.stages.predict_stage import load_predictor, predictor_folder, run_folder, train_predictor
 
 
 def budget_name(fraction: float) -> str:
@@ -122,7 +122,7 @@ def probe_scores(feats_train, fg_train, motion_train, feats_test, fg_test, motio
                                          token_targets(motion_test, stride))}
 
 
-def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tcfg: TransformerConfig,
+def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_key: str, tcfg: TransformerConfig,
                       stores: dict[str, PushWorldStore], out: Path, *, progress: bool = True) -> dict[str, float]:
     p = cfg.predict
     grid = tcfg.grid
@@ -176,11 +176,13 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tcfg: Tr
                 if (strategy, budget, seed, p.study_mask_ratio) == ("random", 1.0, p.train.seed, 0.0) and \
                         (p.masking, p.mask_ratio) == ("random", 0.0) and "masked" in p.models:
                     # exactly the main masked model's recipe: read it, do not train it twice
-                    main = load_predictor(out / "masked", codebook_size=tcfg.codebook_size, grid=tcfg.grid)
+                    main = load_predictor(predictor_folder(out, "masked"), codebook_size=tcfg.codebook_size,
+                                          grid=tcfg.grid)
                     per_seed.setdefault(name, []).append({**score(main), "train_wall_s": float("nan")})
                     continue
-                result = train_predictor("masked", tcfg, tokens["train"], train_cfg,
-                                         out / "masking" / strategy / budget_name(budget) / f"seed{seed}",
+                folder = run_folder(out / "masking" / strategy / budget_name(budget) / f"seed{seed}", tokens_key,
+                                    tcfg, train_cfg, strategy, p.study_mask_ratio, p.motion_source)
+                result = train_predictor("masked", tcfg, tokens["train"], train_cfg, folder,
                                          masking=strategy, mask_ratio=p.study_mask_ratio,
                                          motion=motions.get("train") if strategy == "mgm" else None,
                                          desc=f"masking [{name} seed {seed}]")

@@ -84,8 +84,10 @@ def tokenize_clips(tokenizer: VQVAE3D, store: PushWorldStore, videos, *, clip_fr
             "video": np.array([v for v, _ in items]), "start": np.array([s for _, s in items])}
 
 
-def cached_tokens(cfg: RunConfig, run_dir: Path, out: Path, tokenizer: VQVAE3D) -> dict[str, dict[str, np.ndarray]]:
-    """Tokens of every split, cached in out/tokens/<split>_<key>.npz (key: tokenizer digest + clip settings)."""
+def cached_tokens(cfg: RunConfig, run_dir: Path, out: Path, tokenizer: VQVAE3D
+                  ) -> tuple[dict[str, dict[str, np.ndarray]], str]:
+    """Tokens of every split, cached in out/tokens/<split>_<key>.npz (key: tokenizer digest + data +
+    clip settings), and the key: whatever is trained on these tokens is keyed by it too."""
     p = cfg.predict
     data_dir = require(run_dir, "data", "pushworld/manifest.json") / "pushworld"
     pre = require(run_dir, "pretrain", "final.pt")
@@ -104,7 +106,24 @@ def cached_tokens(cfg: RunConfig, run_dir: Path, out: Path, tokenizer: VQVAE3D) 
             tmp.replace(path)  # atomic: a killed run never leaves half a cache
         with np.load(path) as z:
             tokens[split] = {k: z[k] for k in z.files}
-    return tokens
+    return tokens, key
+
+
+def run_folder(out: Path, tokens_key: str, tcfg: TransformerConfig, train_cfg: TrainConfig, *extra) -> Path:
+    """out/<key>/: a training run's folder named by everything that determines it (the tokens, hence
+    the tokenizer and data; the architecture; the schedule; the masks), so a changed tokenizer or
+    recipe trains afresh instead of resuming or scoring a model trained on other codes, and the
+    earlier run stays on disk."""
+    return out / run_key(tokens_key, tcfg, dataclasses.replace(train_cfg, progress=False), *extra)
+
+
+def predictor_folder(predict_dir: Path, kind: str) -> Path:
+    """The folder of the current `kind` predictor of a run (predict/<kind>/latest.json names it)."""
+    pointer = predict_dir / kind / "latest.json"
+    if not pointer.exists():
+        raise FileNotFoundError(f"{pointer} is missing: the {kind!r} predictor has not finished training in "
+                                f"{predict_dir.parent}; run notebook 03_predict (or `vpe report`) first")
+    return predict_dir / kind / json.loads(pointer.read_text())["folder"]
 
 
 # ---------------------------------------------------------------------------
@@ -330,7 +349,7 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
     p = cfg.predict
     tokenizer = load_tokenizer(run_dir)
     t0 = time.perf_counter()
-    tokens = cached_tokens(cfg, run_dir, out, tokenizer)
+    tokens, tokens_key = cached_tokens(cfg, run_dir, out, tokenizer)
     metrics: dict[str, float] = {"predict/tokenize_wall_s": time.perf_counter() - t0}
     grid = tuple(tokens["train"]["codes"].shape[1:])
     tcfg = transformer_config(cfg, tokenizer, grid)
@@ -347,8 +366,10 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
     models = {}
     for kind in p.models:
         train_cfg = dataclasses.replace(p.train, progress=progress)
-        result = train_predictor(kind, tcfg, tokens["train"], train_cfg, out / kind, mask_ratio=p.mask_ratio,
+        folder = run_folder(out / kind, tokens_key, tcfg, train_cfg, p.masking, p.mask_ratio)
+        result = train_predictor(kind, tcfg, tokens["train"], train_cfg, folder, mask_ratio=p.mask_ratio,
                                  masking=p.masking, eval_tokens=tokens["val"], desc=f"predictor [{kind}]")
+        write_json(out / kind / "latest.json", {"folder": folder.name})
         models[kind] = result.model.eval()
         bits[kind] = future_bits(models[kind], tokens["test"])
         metrics[f"predict/{kind}/train_wall_s"] = result.wall_time_s
@@ -371,7 +392,7 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
         from vpe_lib.stages.masking_study import run_masking_study  # it trains through this module
 
         t0 = time.perf_counter()
-        metrics.update(run_masking_study(cfg, tokenizer, tokens, tcfg, stores, out, progress=progress))
+        metrics.update(run_masking_study(cfg, tokenizer, tokens, tokens_key, tcfg, stores, out, progress=progress))
         metrics["masking/wall_s"] = time.perf_counter() - t0
     write_metrics(out, metrics)
     return metrics
