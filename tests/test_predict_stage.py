@@ -132,3 +132,24 @@ def test_a_changed_tokenizer_or_recipe_trains_afresh(tmp_path):
     (tmp_path / "masked").mkdir()
     (tmp_path / "masked" / "latest.json").write_text(json.dumps({"folder": a.name}))
     assert predictor_folder(tmp_path, "masked") == a
+
+
+def test_code_table_learns_a_relabelling_that_copying_misses():
+    """A tokenizer may code the same patch differently at another latent time index: the table
+    baseline learns that mapping, plain copying cannot."""
+    from vpe_lib.stages.predict_stage import code_table, code_table_bits, fit_table_eps
+
+    rng = np.random.default_rng(0)
+    cond = rng.integers(0, 8, (300, 3, 3))
+    future = ((cond + 8)[:, None]).repeat(2, axis=1)  # code c always becomes c + 8
+    noisy = future.copy()
+    flip = rng.random(noisy.shape) < 0.1
+    noisy[flip] = rng.integers(0, 16, flip.sum())
+    uni = unigram_log_probs(noisy[:200], 16)
+    counts = code_table(noisy[:200], cond[:200], 16)
+    eps = fit_table_eps(noisy[200:250], cond[200:250], counts, uni)
+    table = code_table_bits(noisy[250:], cond[250:], counts, uni, eps).mean()
+    copy = copy_token_bits(noisy[250:], cond[250:], uni, fit_copy_eps(noisy[:200], cond[:200], uni)).mean()
+    assert table < 1.0 < copy  # ~0.6 bits against ~3 bits
+    unseen = code_table_bits(np.array([[[[3]]]]), np.array([[[15]]]), counts, uni, eps)  # code 15 never conditioned
+    assert np.isclose(unseen, -uni[3] / np.log(2)).all()

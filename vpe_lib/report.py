@@ -220,7 +220,7 @@ def _prediction_html(m: dict[str, Any]) -> str:
     kinds = [k for k in ("masked", "ar") if m.get(f"predict/{k}/nll_bits_per_token") is not None]
     bits = "".join(f"<tr><td>{n}</td><td>{_fmt(m.get(f'predict/{n}/nll_bits_per_token'))}</td>"
                    f"<td>{_fmt(m.get(f'predict/{n}/psnr_db'), 2)}</td><td>{_fmt(m.get(f'predict/{n}/psnr_db_moving'), 2)}</td></tr>"
-                   for n in ["unigram", "copy_tokens", "copy_pixels", "ceiling"] + kinds)
+                   for n in ["unigram", "copy_tokens", "code_table", "copy_pixels", "ceiling"] + kinds)
     study = sorted({k.split("/")[1] + "/" + k.split("/")[2] for k in m
                     if k.startswith("masking/") and k.endswith("/probe_fg_iou") and k.count("/") == 3})
     study += [n for n in ("random_init", "tokenizer_latent") if m.get(f"masking/{n}/probe_fg_iou") is not None]
