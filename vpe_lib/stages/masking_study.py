@@ -169,7 +169,7 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_k
         for strategy in p.study_maskings:
             for budget in p.study_budgets:
                 steps = max(1, round(budget * p.train.steps))
-                train_cfg = dataclasses.replace(p.train, steps=steps, seed=seed, progress=progress,
+                train_cfg = dataclasses.replace(p.train_config("masked"), steps=steps, seed=seed, progress=progress,
                                                 warmup_steps=min(p.train.warmup_steps, steps // 10),
                                                 eval_every=0, ckpt_every=0)
                 name = f"{strategy}/{budget_name(budget)}"

@@ -404,7 +404,7 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
     metrics["predict/copy_tokens/exact_share"] = float((test_future == tokens["test"]["cond"][:, :1]).mean())
     models = {}
     for kind in p.models:
-        train_cfg = dataclasses.replace(p.train, progress=progress)
+        train_cfg = dataclasses.replace(p.train_config(kind), progress=progress)
         folder = run_folder(out / kind, tokens_key, tcfg, train_cfg, p.masking, p.mask_ratio)
         result = train_predictor(kind, tcfg, tokens["train"], train_cfg, folder, mask_ratio=p.mask_ratio,
                                  masking=p.masking, eval_tokens=tokens["val"], desc=f"predictor [{kind}]")
