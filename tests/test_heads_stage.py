@@ -159,7 +159,8 @@ def test_heads_stage_at_smoke_scale(tmp_path):
 
     over = {"pretrain.compare_quantizers": [], "pretrain.compare_steps": 0, "pretrain.train.steps": 4,
             "seg.train.steps": 6, "seg.train.eval_every": 3, "seg.level_probes": False,
-            "predict.train.steps": 4, "predict.study_maskings": [], "predict.n_sample_clips": 2}
+            "predict.train.steps": 4, "predict.study_maskings": [], "predict.n_sample_clips": 2,
+            "pretrain.extra_seeds": [1]}  # seed 1 of the study then reads the second pretrained tokenizer
     cfg, out = start_stage("smoke", tmp_path, "data", over)
     run_data_stage(cfg, out, progress=False)
     cfg, out = start_stage("smoke", tmp_path, "pretrain", over)
@@ -181,6 +182,7 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     assert "seg/diff_vs_random/masked/conv/frozen/labels50/mean" in m  # each predictor against its random twin
     assert "seg/fg_iou/masked/conv/finetuned/labels50" not in m  # the predictors run frozen
     assert m["seg/fg_iou/all_background"] == 0.0 and "seg/fg_iou/frame_difference" in m
+    assert m["seg/pretrain_seeds"] == 2
     assert m["seg/fg_iou/unet"] == m["seg/fg_iou/unet/labels100"]  # the flat alias
     per_seed = json.loads((out / "per_seed.json").read_text())
     runs = per_seed["unet"]["labels100"]

@@ -190,8 +190,8 @@ class Study:
             torch.manual_seed(10_000 + seed)  # the random draw varies with the seed
             return VQVAE3D(cfg=main.cfg).eval().channels_last_(), f"random{seed}"
         digest, folder = self.tokenizers[seed_index % len(self.tokenizers)]
-        if folder != self.run_dir / "pretrain":
-            main.load_state_dict(torch.load(folder / "final.pt", map_location="cpu", weights_only=True))
+        if folder != self.run_dir / "pretrain":  # another pretraining seed: its final.pt holds a TokenizerTrainer
+            main = load_tokenizer(self.run_dir, weights=folder / "final.pt")
         return main.channels_last_(), digest  # +40% for 3D convs on CPU (measured), same results
 
     def encoder(self, method: Method, seed_index: int, seed: int) -> tuple[ImageEncoder, str]:

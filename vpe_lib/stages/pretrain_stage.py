@@ -187,8 +187,9 @@ def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bo
     return metrics
 
 
-def load_tokenizer(run_dir: str | Path) -> VQVAE3D:
-    """The trained tokenizer of a run, in eval mode (reads pretrain/config.json and final.pt)."""
+def load_tokenizer(run_dir: str | Path, *, weights: str | Path | None = None) -> VQVAE3D:
+    """The trained tokenizer of a run, in eval mode (reads pretrain/config.json and final.pt);
+    `weights`: another final.pt of the same recipe (e.g. pretrain/seeds/seed1/final.pt)."""
     pre = require(run_dir, "pretrain", "final.pt", "config.json")
     # Only the tokenizer's section: a run made before another section's fields changed still loads.
     try:
@@ -196,7 +197,7 @@ def load_tokenizer(run_dir: str | Path) -> VQVAE3D:
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{pre / 'config.json'}: no valid pretrain.tokenizer section ({err})") from err
     model = VQVAE3D(cfg=tok_cfg)
-    state = torch.load(pre / "final.pt", map_location="cpu", weights_only=True)
+    state = torch.load(Path(weights) if weights else pre / "final.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(tokenizer_state_dict(state))  # final.pt holds the TokenizerTrainer
     return model.eval()
 
