@@ -29,6 +29,7 @@ from vpe_lib.masking import make_mask, mask_motion_overlap
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.transformer import TransformerConfig, build_predictor
 from vpe_lib.stages.predict_stage import load_predictor, predictor_folder, run_folder, train_predictor
+from vpe_lib.stages.pretrain_stage import read_history
 
 
 def budget_name(fraction: float) -> str:
@@ -178,7 +179,8 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_k
                     # exactly the main masked model's recipe: read it, do not train it twice
                     main = load_predictor(predictor_folder(out, "masked"), codebook_size=tcfg.codebook_size,
                                           grid=tcfg.grid)
-                    per_seed.setdefault(name, []).append({**score(main), "train_wall_s": float("nan")})
+                    wall = [h["elapsed_s"] for h in read_history(predictor_folder(out, "masked")) if "elapsed_s" in h]
+                    per_seed.setdefault(name, []).append({**score(main), "train_wall_s": wall[-1] if wall else float("nan")})
                     continue
                 folder = run_folder(out / "masking" / strategy / budget_name(budget) / f"seed{seed}", tokens_key,
                                     tcfg, train_cfg, strategy, p.study_mask_ratio, p.motion_source)
