@@ -11,7 +11,8 @@ from vpe_lib.config import ConfigError, get_config
 from vpe_lib.models.transformer import TransformerConfig, build_predictor
 from vpe_lib.stages.masking_study import budget_name, mask_overlay
 from vpe_lib.stages.predict_stage import (TokenBatches, clip_starts, copy_token_bits, fit_copy_eps, frame_errors,
-                                          future_bits, load_predictor, moving_pixels, psnr_db, unigram_log_probs)
+                                          future_bits, load_predictor, moving_pixels, psnr_db, squared_error,
+                                          unigram_log_probs)
 
 
 def test_clips_do_not_overlap():
@@ -55,7 +56,7 @@ def test_frame_errors_whole_and_moving():
     pred[:, 1, :2] = 10
     moving = np.zeros((2, 3, 4, 4), bool)
     moving[:, 1, :2] = True
-    whole, mov = frame_errors(pred, true, moving)
+    whole, mov = frame_errors(squared_error(pred, true), moving)
     assert whole[0] == 0 and np.isclose(whole[1], 50.0) and mov[1] == 100.0 and np.isnan(mov[0])
     assert psnr_db(0.0) == float("inf") and np.isclose(psnr_db(255.0**2), 0.0)
 

@@ -242,6 +242,13 @@ def token_motion(field: np.ndarray, grid) -> np.ndarray:
     return _pool(np.hypot(field[..., 0], field[..., 1]), grid).astype(np.float32)
 
 
+def remove_camera_motion(flow: np.ndarray) -> np.ndarray:
+    """Ground-truth flow (T, H, W, 2) minus each frame's median vector (the camera, e.g.
+    PushWorld's ``cam_flow``), as float32."""
+    flow = np.asarray(flow, np.float32)
+    return flow - np.median(flow.reshape(len(flow), -1, 2), axis=1)[:, None, None, :]
+
+
 def true_moving_tokens(flow: np.ndarray, grid, *, threshold: float = 0.5,
                        min_fraction: float = 0.25) -> np.ndarray:
     """Tokens that truly move, from ground-truth per-pixel flow (T, H, W, 2): bool (t, h, w).
@@ -252,8 +259,7 @@ def true_moving_tokens(flow: np.ndarray, grid, *, threshold: float = 0.5,
     forward (PushWorld: t -> t+1, last frame 0) and backward flow alike, since
     only speed matters; note PushWorld's last frame then counts as static.
     """
-    flow = np.asarray(flow, np.float32)
-    flow = flow - np.median(flow.reshape(len(flow), -1, 2), axis=1)[:, None, None, :]
+    flow = remove_camera_motion(flow)
     moving = np.hypot(flow[..., 0], flow[..., 1]) > threshold
     return _pool(moving.astype(np.float32), grid) >= min_fraction
 

@@ -20,7 +20,8 @@ import torch
 from einops import rearrange, repeat
 
 from vpe_lib.config import RunConfig
-from vpe_lib.data.motion import MotionCache, block_matching_motion, codec_motion, fill_missing, token_motion, true_moving_tokens
+from vpe_lib.data.motion import (MotionCache, block_matching_motion, codec_motion, fill_missing, remove_camera_motion,
+                                 token_motion, true_moving_tokens)
 from vpe_lib.data.errors import DataError
 from vpe_lib.data.samplers import to_unit_range
 from vpe_lib.data.store import PushWorldStore
@@ -93,9 +94,7 @@ def probe_frames(store: PushWorldStore, videos, per_video: int):
     for v in videos:
         frames.append(store.get("frames", int(v), t))
         fg.append(store.get("semantic", int(v), t) > 0)
-        flow = store.get("flow", int(v), t).astype(np.float32)
-        flow -= np.median(flow.reshape(len(flow), -1, 2), axis=1)[:, None, None]
-        motion.append(np.linalg.norm(flow, axis=-1))
+        motion.append(np.linalg.norm(remove_camera_motion(store.get("flow", int(v), t)), axis=-1))
     return np.concatenate(frames), np.concatenate(fg), np.concatenate(motion)
 
 
@@ -177,9 +176,9 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_k
                 if (strategy, budget, seed, p.study_mask_ratio) == ("random", 1.0, p.train.seed, 0.0) and \
                         (p.masking, p.mask_ratio) == ("random", 0.0) and "masked" in p.models:
                     # exactly the main masked model's recipe: read it, do not train it twice
-                    main = load_predictor(predictor_folder(out, "masked"), codebook_size=tcfg.codebook_size,
-                                          grid=tcfg.grid)
-                    wall = [h["elapsed_s"] for h in read_history(predictor_folder(out, "masked")) if "elapsed_s" in h]
+                    main_folder = predictor_folder(out, "masked")
+                    main = load_predictor(main_folder, codebook_size=tcfg.codebook_size, grid=tcfg.grid)
+                    wall = [h["elapsed_s"] for h in read_history(main_folder) if "elapsed_s" in h]
                     per_seed.setdefault(name, []).append({**score(main), "train_wall_s": wall[-1] if wall else float("nan")})
                     continue
                 folder = run_folder(out / "masking" / strategy / budget_name(budget) / f"seed{seed}", tokens_key,

@@ -34,6 +34,8 @@ import torch
 from einops import rearrange, repeat
 
 from vpe_lib.config import RunConfig
+from vpe_lib.atomic import atomic_open
+from vpe_lib.data.motion import remove_camera_motion
 from vpe_lib.data.samplers import from_unit_range, to_unit_range
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.eval.metrics import ssim
@@ -101,10 +103,8 @@ def cached_tokens(cfg: RunConfig, run_dir: Path, out: Path, tokenizer: VQVAE3D
         path = out / "tokens" / f"{split}_{key}.npz"
         if not path.exists():
             arrays = tokenize_clips(tokenizer, store, videos, clip_frames=p.clip_frames, cond_frames=p.cond_frames)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, **arrays)
-            tmp.replace(path)  # atomic: a killed run never leaves half a cache
+            with atomic_open(path) as f:  # a killed run never leaves half a cache
+                np.savez(f, **arrays)
         with np.load(path) as z:
             tokens[split] = {k: z[k] for k in z.files}
     return tokens, key
@@ -233,11 +233,16 @@ def copy_token_bits(future: np.ndarray, cond_frame: np.ndarray, unigram: np.ndar
     return -np.log2(p)
 
 
-def fit_copy_eps(future: np.ndarray, cond_frame: np.ndarray, unigram: np.ndarray) -> float:
-    """The mixing weight minimising training bits per token (a fine grid in log space: 1-D, convex enough)."""
+def best_mixing_weight(bits_of) -> float:
+    """The mixing weight eps minimising bits_of(eps) (mean bits per token), on a fine grid in log
+    space: one dimension, convex enough."""
     grid = np.logspace(-4, 0, 161)[:-1]
-    bits = [copy_token_bits(future, cond_frame, unigram, e).mean() for e in grid]
-    return float(grid[int(np.argmin(bits))])
+    return float(grid[int(np.argmin([bits_of(e) for e in grid]))])
+
+
+def fit_copy_eps(future: np.ndarray, cond_frame: np.ndarray, unigram: np.ndarray) -> float:
+    """The copy baseline's mixing weight, minimising training bits per token."""
+    return best_mixing_weight(lambda e: copy_token_bits(future, cond_frame, unigram, e).mean())
 
 
 def code_table(future: np.ndarray, cond_frame: np.ndarray, codebook_size: int) -> np.ndarray:
@@ -267,9 +272,7 @@ def code_table_bits(future: np.ndarray, cond_frame: np.ndarray, counts: np.ndarr
 def fit_table_eps(future: np.ndarray, cond_frame: np.ndarray, counts: np.ndarray, unigram: np.ndarray) -> float:
     """The table's mixing weight, fitted on held-out (validation) clips: on its own training clips a
     count table always looks better than it is."""
-    grid = np.logspace(-4, 0, 161)[:-1]
-    bits = [code_table_bits(future, cond_frame, counts, unigram, e).mean() for e in grid]
-    return float(grid[int(np.argmin(bits))])
+    return best_mixing_weight(lambda e: code_table_bits(future, cond_frame, counts, unigram, e).mean())
 
 
 # ---------------------------------------------------------------------------
@@ -279,9 +282,7 @@ def fit_table_eps(future: np.ndarray, cond_frame: np.ndarray, counts: np.ndarray
 def moving_pixels(flow: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """(T, H, W) bool: pixels that have moved since frame 0 (ground-truth flow, the camera's median
     motion removed): frame k is marked where any step j < k moved by more than `threshold` px."""
-    f = flow.astype(np.float32)
-    f = f - np.median(f.reshape(len(f), -1, 2), axis=1)[:, None, None]
-    step = np.linalg.norm(f, axis=-1) > threshold  # step j: motion from j to j+1
+    step = np.linalg.norm(remove_camera_motion(flow), axis=-1) > threshold  # step j: motion from j to j+1
     moved = np.zeros(step.shape, bool)
     moved[1:] = np.logical_or.accumulate(step[:-1], axis=0)
     return moved
@@ -291,10 +292,14 @@ def psnr_db(mse: float) -> float:
     return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
-def frame_errors(pred: np.ndarray, true: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def squared_error(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per-pixel squared error averaged over colour: (N, T, H, W) from (N, T, H, W, 3) uint8."""
+    return ((pred.astype(np.float64) - true.astype(np.float64)) ** 2).mean(-1)
+
+
+def frame_errors(sq: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per frame index: MSE over all pixels and over moving pixels (summed error, counted pixels),
-    pooled over clips. pred / true (N, T, H, W, 3) uint8, moving (N, T, H, W)."""
-    sq = ((pred.astype(np.float64) - true.astype(np.float64)) ** 2).mean(-1)  # N T H W
+    pooled over clips. sq = `squared_error` (N, T, H, W), moving (N, T, H, W)."""
     whole = sq.mean(axis=(0, 2, 3))
     n_moving = moving.sum(axis=(0, 2, 3))
     moving_mse = np.where(n_moving > 0, (sq * moving).sum(axis=(0, 2, 3)) / np.maximum(n_moving, 1), np.nan)
@@ -351,13 +356,12 @@ def frame_prediction(cfg: RunConfig, tokenizer: VQVAE3D, models: dict, tokens: d
                            "predict/moving_pixel_fraction": float(moving[:, first:].mean())}
     per_frame = {}
     for name, pred in preds.items():
-        whole, mov = frame_errors(pred[:, first:], true[:, first:], moving[:, first:])
-        sq = ((pred[:, first:].astype(np.float64) - true[:, first:].astype(np.float64)) ** 2).mean(-1)
+        sq, mov_mask = squared_error(pred[:, first:], true[:, first:]), moving[:, first:]
+        whole, mov = frame_errors(sq, mov_mask)
         m[f"predict/{name}/psnr_db"] = psnr_db(float(sq.mean()))
-        m[f"predict/{name}/psnr_db_moving"] = psnr_db(float(sq[moving[:, first:]].mean())) if moving[:, first:].any() else float("nan")
-        x = torch.from_numpy(pred[:, first:]).float().div(127.5).sub(1).flatten(0, 1).permute(0, 3, 1, 2)
-        y = torch.from_numpy(true[:, first:]).float().div(127.5).sub(1).flatten(0, 1).permute(0, 3, 1, 2)
-        m[f"predict/{name}/ssim"] = ssim(x, y)
+        m[f"predict/{name}/psnr_db_moving"] = psnr_db(float(sq[mov_mask].mean())) if mov_mask.any() else float("nan")
+        as_images = lambda v: to_unit_range(v[:, first:]).flatten(0, 1).permute(0, 3, 1, 2)  # noqa: E731
+        m[f"predict/{name}/ssim"] = ssim(as_images(pred), as_images(true))
         per_frame[name] = {"psnr_db": [psnr_db(e) for e in whole], "psnr_db_moving": [psnr_db(e) if e == e else None for e in mov]}
         for j, (e, em) in enumerate(zip(whole, mov)):
             m[f"predict/{name}/frame{first + j}/psnr_db"] = psnr_db(e)
