@@ -65,6 +65,10 @@ def test_method_grid_and_names():
     assert Method("tokenizer", "linear", "frozen", ("mid",), "probe-mid").name == "tokenizer/linear/frozen/probe-mid"
     with pytest.raises(ValueError, match="unknown encoder"):
         main_methods(["dino"], ["conv"], ["frozen"])
+    # head_encoders: only they run every head; the others run the first (main) head
+    limited = main_methods(["tokenizer", "masked"], ["conv", "linear"], ["frozen"], head_encoders=["tokenizer"])
+    assert [m.name for m in limited] == ["tokenizer/conv/frozen", "tokenizer/linear/frozen", "masked/conv/frozen",
+                                         "unet"]
 
 
 def test_lr_choice_is_on_validation_with_ties_to_the_smaller_rate():

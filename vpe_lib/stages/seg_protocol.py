@@ -117,14 +117,15 @@ class Method:
 
 
 def main_methods(encoders: Sequence[str], heads: Sequence[str], modes: Sequence[str],
-                 finetune_heads: Sequence[str] = ()) -> list[Method]:
+                 finetune_heads: Sequence[str] = (), head_encoders: Sequence[str] = ()) -> list[Method]:
     """encoders × heads × modes, then the UNet. Raw pixels have no weights to fine-tune: they run
-    frozen only; `finetune_heads` (if given) limits fine-tuning to those heads."""
+    frozen only; `finetune_heads` (if given) limits fine-tuning to those heads; `head_encoders` (if
+    given) are the encoders that run every head, the others run only the first (the main) head."""
     out = []
     for enc in encoders:
         if enc not in ENCODERS:
             raise ValueError(f"unknown encoder {enc!r}; valid: {', '.join(ENCODERS)}")
-        for head in heads:
+        for head in heads if not head_encoders or enc in head_encoders else heads[:1]:
             for mode in modes:
                 if mode not in MODES:
                     raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
