@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 report: $(STAMP)
-	$(BIN)/vpe report --profile $(PROFILE) --run-dir $(RUN_DIR) --out $(REPORT_DIR)
+	$(BIN)/vpe report --profile $(PROFILE) --run-dir $(RUN_DIR) --out $(REPORT_DIR) $(if $(FORCE),--force $(FORCE))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

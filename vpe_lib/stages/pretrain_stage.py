@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import warnings
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +78,10 @@ def clip_frames_uint8(clips: torch.Tensor) -> np.ndarray:
 
 
 def train_tokenizer(tok_cfg: TokenizerConfig, p: PretrainConfig, train_cfg: TrainConfig, train_store: PushWorldStore,
-                    eval_clips: torch.Tensor, out: Path, *, desc: str = "tokenizer"):
-    """Train one tokenizer into `out` (resumes from out/checkpoint.pt); returns (model, TrainResult, eval metrics)."""
+                    eval_clips: torch.Tensor, out: Path, *, desc: str = "tokenizer", data_id: Any = None):
+    """Train one tokenizer into `out` (resumes from out/checkpoint.pt when that checkpoint is of the
+    same tokenizer, loss, recipe and data `data_id`; else starts fresh, keeping the old one aside);
+    returns (model, TrainResult, eval metrics)."""
     torch.manual_seed(train_cfg.seed)
     model = VQVAE3D(cfg=tok_cfg).channels_last_()  # +14-34% on CPU, same results (tested)
     trainer = TokenizerTrainer(model, p.loss, grad_accum=train_cfg.grad_accum)
@@ -86,7 +89,8 @@ def train_tokenizer(tok_cfg: TokenizerConfig, p: PretrainConfig, train_cfg: Trai
     batches = batch_type(train_store, clip_frames=tok_cfg.clip_frames, batch_size=train_cfg.batch_size,
                          seed=train_cfg.seed)
     result = train(trainer, tokenizer_step, batches, train_cfg, out,
-                   eval_fn=lambda t: evaluate_tokenizer(t.tokenizer, eval_clips), desc=desc)
+                   eval_fn=lambda t: evaluate_tokenizer(t.tokenizer, eval_clips), desc=desc,
+                   identity={"tokenizer": tok_cfg, "loss": p.loss, "data": data_id})
     model = result.model.tokenizer
     return model, result, evaluate_tokenizer(model, eval_clips)
 
@@ -112,7 +116,7 @@ def quantizer_variant(tok: TokenizerConfig, quantizer: str) -> TokenizerConfig:
 
 
 def run_quantizer_comparison(cfg: RunConfig, train_store: PushWorldStore, eval_clips: torch.Tensor, out: Path,
-                             *, progress: bool = True) -> dict[str, float]:
+                             *, progress: bool = True, data_id: Any = None) -> dict[str, float]:
     """Short like-for-like runs, one per quantizer, in out/compare/<quantizer>/."""
     p = cfg.pretrain
     metrics: dict[str, float] = {}
@@ -121,7 +125,7 @@ def run_quantizer_comparison(cfg: RunConfig, train_store: PushWorldStore, eval_c
     for q in p.compare_quantizers:
         tok_cfg = quantizer_variant(p.tokenizer, q)
         model, result, final = train_tokenizer(tok_cfg, p, train_cfg, train_store, eval_clips,
-                                               out / "compare" / q, desc=f"tokenizer [{q}]")
+                                               out / "compare" / q, desc=f"tokenizer [{q}]", data_id=data_id)
         final.update(token_rates(model, eval_clips, final["codebook_perplexity"]))
         for k in ("psnr_db", "ssim", "codebook_utilisation", "codebook_perplexity", "dead_codes",
                   "bits_per_pixel", "entropy_bits_per_pixel"):
@@ -144,7 +148,10 @@ def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bo
         test_store = PushWorldStore(data_dir / "pushworld", "test")
         eval_clips = ClipBatches(test_store, clip_frames=p.tokenizer.clip_frames, batch_size=1).fixed(p.n_eval_clips)
     train_cfg = dataclasses.replace(p.train, progress=progress)
-    model, result, final = train_tokenizer(p.tokenizer, p, train_cfg, train_store, eval_clips, out)
+    # what the tokenizer was trained on (a checkpoint from other data is not resumed): PushWorld's
+    # manifest holds every shard's sha256; a real source is named by its data section
+    data_id = getattr(train_store, "manifest", None) or cfg.data
+    model, result, final = train_tokenizer(p.tokenizer, p, train_cfg, train_store, eval_clips, out, data_id=data_id)
 
     # Filmstrips for the report: a few held-out clips and their reconstructions.
     with torch.no_grad():
@@ -175,11 +182,12 @@ def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bo
     if math.isfinite(reference["jpeg_psnr_db_at_token_rate"]):  # NaN: rate outside JPEG's range
         metrics["tokenizer/jpeg_psnr_db_at_same_rate"] = reference["jpeg_psnr_db_at_token_rate"]
     if p.compare_quantizers:
-        metrics.update(run_quantizer_comparison(cfg, train_store, eval_clips, out, progress=progress))
+        metrics.update(run_quantizer_comparison(cfg, train_store, eval_clips, out, progress=progress,
+                                                data_id=data_id))
     for seed in p.extra_seeds:  # more pretrained tokenizers: the study's seeds then vary the pretraining
         seed_cfg = dataclasses.replace(train_cfg, seed=seed)
         _, _, seed_final = train_tokenizer(p.tokenizer, p, seed_cfg, train_store, eval_clips,
-                                           out / "seeds" / f"seed{seed}", desc=f"tokenizer seed {seed}")
+                                           out / "seeds" / f"seed{seed}", desc=f"tokenizer seed {seed}", data_id=data_id)
         metrics[f"tokenizer/seed{seed}/psnr_db"] = seed_final["psnr_db"]
         metrics[f"tokenizer/seed{seed}/codebook_utilisation"] = seed_final["codebook_utilisation"]
     write_json(out / "rate_distortion.json", reference)  # atomic; NaN (no JPEG point there) -> null

@@ -60,9 +60,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -72,6 +74,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from vpe_lib import progress
 
 from .checkpoint import (
     atomic_save,
@@ -343,6 +347,7 @@ def train(
     eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
     desc: str = "train",
     max_steps_this_run: int | None = None,
+    identity: Any = None,
 ) -> TrainResult:
     """Train `model` for cfg.steps updates (resuming from out_dir/checkpoint.pt if present).
 
@@ -350,6 +355,10 @@ def train(
     tests of resume and for time-sliced runs; the next call continues from there.
     eval_fn(model) -> dict: run every cfg.eval_every steps and at the end, on the EMA model when
     EMA is on, in eval mode, with the training RNG streams preserved; logged as "eval/<key>".
+    identity: what else determines the run besides `cfg` (the model's config, the loss, the data's
+    digest; anything JSON-serialisable). A checkpoint written under another identity or another
+    recipe (`cfg` up to logging fields) is never resumed: it is moved to out_dir/stale-<key>/ and
+    the run starts fresh, saying so.
     """
     out_dir = Path(out_dir)
     rank, world = get_rank(), get_world_size()
@@ -369,6 +378,11 @@ def train(
     ema = ModelEMA(raw, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     step, elapsed_before, skipped, last_ckpt = 0, 0.0, 0, None
+    run_id = run_identity(cfg, identity)
+    if main and ckpt_path.exists():
+        _set_aside_stale(out_dir, run_id, desc)
+    if world > 1:
+        barrier()  # every rank sees the same folder before deciding to resume
     resume = ckpt_path.exists()
     if world > 1:
         seen = all_gather_object(resume)
@@ -413,6 +427,7 @@ def train(
                 "elapsed_s": elapsed_before + time.perf_counter() - t_start,
                 "skipped": skipped,
                 "world_size": world,  # informational: batches are global, resume works on any world size
+                "identity": run_id,
             }, ckpt_path)
         if world > 1:
             barrier()  # nobody reads or races past a half-written checkpoint
@@ -509,6 +524,8 @@ def train(
                 pbar.set_postfix(loss=f"{sums['loss']:.4f}", items_s=f"{items_run / (time.perf_counter() - t_start):.1f}",
                                  refresh=False)
             pbar.update(1)
+            if main:
+                progress.training_step(desc, step, cfg.steps, start_step, time.perf_counter() - t_start)
 
             if step % cfg.log_every == 0 or step == end_step:
                 now = time.perf_counter()
@@ -552,6 +569,41 @@ def train(
         final_path=final_path if done else None,
         skipped=skipped,
     )
+
+
+# TrainConfig fields that change what is logged or shown, not what is trained
+_COSMETIC = ("progress", "log_every", "eval_every", "ckpt_every")
+
+
+def run_identity(cfg: TrainConfig, identity: Any = None) -> str:
+    """A digest of everything that determines a training run: the recipe (`cfg` without the
+    logging fields; `steps` included, because the learning-rate schedule depends on it) and the
+    caller's `identity` (model config, loss, data)."""
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in _COSMETIC}
+    blob = json.dumps([recipe, identity], sort_keys=True, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _set_aside_stale(out_dir: Path, run_id: str, desc: str) -> None:
+    """A checkpoint of another run (another recipe, model or data) in out_dir: move it and its
+    final weights and metrics to out_dir/stale-<its id>/, so the run starts fresh and nothing is lost.
+    Checkpoints written before identities existed carry none and are resumed as before."""
+    ckpt_path = out_dir / "checkpoint.pt"
+    state = load_checkpoint(ckpt_path)
+    saved = state.get("identity")
+    if saved is None:  # written before identities existed: resumed as before (a changed recipe warns)
+        return
+    if saved == run_id:
+        return
+    target = out_dir / f"stale-{saved}"
+    target.mkdir(exist_ok=True)
+    for name in ("checkpoint.pt", "final.pt", "metrics.jsonl", "train_config.json"):
+        if (out_dir / name).exists():
+            os.replace(out_dir / name, target / name)
+    msg = (f"{desc}: {ckpt_path} was written by another run (identity {saved}, now {run_id}: the recipe, "
+           f"model or data changed); moved it to {target} and starting fresh")
+    warnings.warn(msg, stacklevel=3)
+    _say(msg, True)
 
 
 def _norm(v: Any) -> Any:
