@@ -185,8 +185,9 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
             _render_html(executed, out_dir / f"{nb.stem}.html")
             pages.append((nb.stem, f"{nb.stem}.html"))
         wall[nb.stem] = time.perf_counter() - start
-        log(f"[vpe report] {nb.stem}: {'FAILED' if error else 'ok'} in {wall[nb.stem]:.1f} s "
-            f"({time.perf_counter() - total_start:.0f} s so far)")
+        if nb.stem not in cached:
+            log(f"[vpe report] {nb.stem}: {'FAILED' if error else 'ok'} in {wall[nb.stem]:.1f} s "
+                f"({time.perf_counter() - total_start:.0f} s so far)")
         if error:
             break
     wall["total"] = time.perf_counter() - total_start

@@ -3,7 +3,7 @@
 A stage's key is a digest of:
 - the config it reads (its sections of the resolved config, plus the top-level fields);
 - the keys of the stages it reads from (so a changed tokenizer re-runs everything after it);
-- its notebook and the code version (every source file of vpe_lib).
+- its notebook and the code version (the source files of vpe_lib but the orchestration).
 
 After a notebook succeeds, `<run_dir>/<stage>/stage_key.json` records the key (and what went into
 it, for a reader asking why a stage re-ran). A stage whose recorded key matches, and whose
@@ -68,10 +68,15 @@ def resolve_stage_names(names: list[str] | None) -> list[str]:
     return out
 
 
+# the orchestration around the stages: what they compute does not depend on these files
+NOT_STAGE_CODE = ("cli.py", "progress.py", "report.py", "stage_cache.py")
+
+
 def code_version(root: Path = PACKAGE_ROOT) -> str:
-    """A digest of every Python file of the package: a code change re-runs the stages."""
+    """A digest of the package's Python files (but the orchestration, NOT_STAGE_CODE): a change
+    in the code re-runs the stages."""
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    for path in sorted(p for p in root.rglob("*.py") if str(p.relative_to(root)) not in NOT_STAGE_CODE):
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]

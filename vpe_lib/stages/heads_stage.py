@@ -48,6 +48,7 @@ from vpe_lib.models.unet import UNet2D
 from vpe_lib.stages.common import require, write_json, write_metrics
 from vpe_lib.stages.predict_stage import load_predictor, predictor_folder
 from vpe_lib.stages.pretrain_stage import load_tokenizer
+from vpe_lib.progress import format_duration
 from vpe_lib.stages.seg_protocol import (Method, budget_index, choose_lr, file_digest, main_methods, pct_name,
                                          pushworld_splits, run_key)
 from vpe_lib.train.loop import train
@@ -332,7 +333,9 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     test_preds: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
     for i, (method, pct) in enumerate(plan):
-        log(f"[heads] {i + 1}/{len(plan)} {method.name} at {pct:g}% labels ({time.perf_counter() - t0:.0f} s)")
+        elapsed = time.perf_counter() - t0
+        eta = f", ETA {format_duration(elapsed / i * (len(plan) - i))}" if i else ""
+        log(f"[heads] {i + 1}/{len(plan)} {method.name} at {pct:g}% labels ({format_duration(elapsed)}{eta})")
         seed0 = s.seeds[0]
         first = {lr: study.run(method, pct, 0, seed0, lr) for lr in s.lr_grid}
         lr = choose_lr({lr: r["val_fg_iou"] for lr, r in first.items()})
