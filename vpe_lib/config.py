@@ -25,6 +25,7 @@ from vpe_lib.models.heads import HEADS, MODES
 from vpe_lib.models.tokenizer import QUANTIZERS, TokenizerConfig
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig
 from vpe_lib.models.transformer import PREDICTORS
+from vpe_lib.train.device import check_device_spec
 from vpe_lib.train.loop import TrainConfig
 
 
@@ -248,8 +249,23 @@ class AnalysisConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """Where the run computes (`--set run.device=cuda:1`). It never enters a run's identity (cache
+    keys, run folders), so a run started on one device resumes on another."""
+
+    # "auto" (the first GPU if CUDA is available, else the CPU) | "cpu" | "cuda" | "cuda:N". The machine
+    # is consulted when a stage starts (vpe_lib.train.device.resolve_device), not here: a config may
+    # be written on a laptop for a GPU node.
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_device_spec(self.device)
+
+
+@dataclass
 class RunConfig:
     profile: str = "cpu"
+    run: RuntimeConfig = field(default_factory=RuntimeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)

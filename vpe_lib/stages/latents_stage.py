@@ -25,18 +25,20 @@ from vpe_lib.config import RunConfig
 from vpe_lib.data.samplers import ClipBatches, to_unit_range
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.models.tokenizer import VQVAE3D
-from vpe_lib.stages.common import require, write_metrics
+from vpe_lib.stages.common import require, stage_device, write_metrics
 from vpe_lib.stages.pretrain_stage import load_tokenizer
+from vpe_lib.train.device import module_device
 
 
 @torch.no_grad()
 def token_features(model: VQVAE3D, frames: np.ndarray, semantic: np.ndarray, *, batch_size: int = 32
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-token features of still frames with, per token, the majority class and foreground fraction of its patch."""
+    device = module_device(model)
     feats = []
     for k in range(0, len(frames), batch_size):
-        x = rearrange(to_unit_range(frames[k : k + batch_size]), "b h w c -> b c h w")
-        feats.append(model.forward_features(x))
+        x = rearrange(to_unit_range(frames[k : k + batch_size]), "b h w c -> b c h w").to(device)
+        feats.append(model.forward_features(x).cpu())
     f = torch.cat(feats)  # b c h' w'
     _, _, th, tw = f.shape
     ph, pw = frames.shape[1] // th, frames.shape[2] // tw
@@ -76,10 +78,14 @@ def _frames(store: PushWorldStore, n_frames: int, seed: int) -> tuple[np.ndarray
 
 
 def run_latents_stage(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, float]:
+    device = stage_device(cfg)
     data_dir = require(run_dir, "data", "pushworld/manifest.json")
-    pretrained = load_tokenizer(run_dir)
+    pretrained = load_tokenizer(run_dir, device=device)
     torch.manual_seed(0)
-    random_init = VQVAE3D(cfg=pretrained.cfg).eval()
+    random_init = VQVAE3D(cfg=pretrained.cfg).eval()  # drawn on the CPU: the same weights on every device
+    if pretrained.channels_last:  # on CUDA (load_tokenizer): the same layout, the same speed
+        random_init.channels_last_()
+    random_init.to(device)
     train_store = PushWorldStore(data_dir / "pushworld", "train")
     test_store = PushWorldStore(data_dir / "pushworld", "test")
     a = cfg.analysis
@@ -87,7 +93,7 @@ def run_latents_stage(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, flo
     # Codebook usage on held-out clips.
     clips = ClipBatches(test_store, clip_frames=pretrained.cfg.clip_frames, batch_size=1).fixed(cfg.pretrain.n_eval_clips)
     with torch.no_grad():
-        codes = torch.cat([pretrained.encode(c)[1].flatten() for c in clips.split(8)])
+        codes = torch.cat([pretrained.encode(c.to(device))[1].flatten().cpu() for c in clips.split(8)])
     usage = np.bincount(codes.numpy(), minlength=pretrained.cfg.codebook_size)
 
     test_frames, test_sem = _frames(test_store, a.n_frames, seed=1)
