@@ -127,3 +127,12 @@ def test_progress_lines_are_forwarded_throttled_and_left_alone_outside_a_report(
     assert all(line.startswith("tok: step") for line in got) and 2 <= len(got) <= 4
     assert got[-1] == "tok: step 10/10 (100%), 40s" and "ETA" in got[0]
     assert json.dumps(got)  # plain strings
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_a_missing_gpu_fails_before_any_notebook(tmp_path, fake_notebooks):
+    from vpe_lib.train.device import DeviceError
+
+    with pytest.raises(DeviceError, match="run.device='cuda'"):
+        build(tmp_path, overrides={"run.device": "cuda"})
+    assert fake_notebooks == [] and not (tmp_path / "out").exists()

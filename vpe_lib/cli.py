@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from vpe_lib.config import PROFILES, ConfigError, config_to_dict, get_config
+from vpe_lib.train.device import DeviceError
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"vpe report: {err}", file=sys.stderr)
                 return 1
             print(f"report written to {Path(args.out) / 'index.html'} in {summary['wall_time_s']['total']:.0f} s")
-    except ConfigError as err:
+    except (ConfigError, DeviceError) as err:
         print(f"vpe: {err}", file=sys.stderr)
         return 2
     return 0

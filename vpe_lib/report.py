@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from vpe_lib.config import get_config
 from vpe_lib.progress import forward_progress
+from vpe_lib.train.device import resolve_device
 from vpe_lib.stage_cache import clear_stamp, read_stamp, resolve_stage_names, stage_keys, stage_of_notebook, \
     why_stale, write_stamp
 from vpe_lib.stages.results_stage import answers, collect_metrics, seg_prefix, segmentation_rows, study_rows
@@ -136,6 +137,7 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
     """Run the notebooks in order (those of `only`, if given), skipping a stage whose inputs are
     unchanged since it last succeeded (vpe_lib.stage_cache); `force` names stages to run anyway."""
     cfg = get_config(profile, overrides)  # fail now on a bad profile or key, not inside the first notebook
+    resolve_device(cfg.run.device)  # and on a device this machine does not have (run.device=cuda on a laptop)
     forced = set(resolve_stage_names(force))
     run_dir, out_dir = Path(run_dir).resolve(), Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
