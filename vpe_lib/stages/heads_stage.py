@@ -140,6 +140,31 @@ def n_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def load_predictor_encoder(run_dir: Path, encoder: str, seed: int, *, clip_frames: int,
+                           device: torch.device | str = "cpu") -> tuple[PredictorEncoder, str]:
+    """A prediction transformer of stage 03 on the main tokenizer (whose codes it was trained on),
+    or the same architecture with random weights drawn from the seed (on the CPU, so the draw does
+    not depend on `device`); with an identity for caches. The tokenizer moves to `device` whole: its
+    quantizer is not a submodule of the encoder, so `encoder.to(device)` alone would leave it behind."""
+    kind = encoder.removeprefix("random_")
+    folder = predictor_folder(require(run_dir, "predict", f"{kind}/latest.json"), kind)
+    tok = load_tokenizer(run_dir).channels_last_()
+    model = load_predictor(folder, codebook_size=tok.cfg.codebook_size, grid=tuple(
+        json.loads((folder / "transformer.json").read_text())["grid"]))
+    if encoder.startswith("random_"):
+        torch.manual_seed(10_000 + seed)
+        model = build_predictor(kind, model.cfg).eval()
+        ident = f"{encoder}{seed}"
+    else:
+        ident = f"{kind}:{file_digest(folder / 'final.pt')}"
+    return PredictorEncoder(tok.to(device), model.to(device), clip_frames=clip_frames), ident
+
+
+def predictor_available(run_dir: Path, encoder: str) -> bool:
+    """Whether stage 03 trained the transformer behind a predictor encoder (masked, random_ar, ...)."""
+    return (Path(run_dir) / "predict" / encoder.removeprefix("random_") / "latest.json").exists()
+
+
 # ---------------------------------------------------------------------------- the study
 
 
@@ -216,20 +241,8 @@ class Study:
         return select_levels(enc, list(method.levels) or None), ident
 
     def predictor_encoder(self, encoder: str, seed: int) -> tuple[ImageEncoder, str]:
-        """A prediction transformer of stage 03 on the main tokenizer (whose codes it was trained on),
-        or the same architecture with random weights drawn from the seed."""
-        kind = encoder.removeprefix("random_")
-        folder = predictor_folder(require(self.run_dir, "predict", f"{kind}/latest.json"), kind)
-        tok = load_tokenizer(self.run_dir, device=self.device).channels_last_()
-        model = load_predictor(folder, codebook_size=tok.cfg.codebook_size, grid=tuple(
-            json.loads((folder / "transformer.json").read_text())["grid"]), device=self.device)
-        if encoder.startswith("random_"):
-            torch.manual_seed(10_000 + seed)
-            model = build_predictor(kind, model.cfg).eval().to(self.device)
-            ident = f"{encoder}{seed}"
-        else:
-            ident = f"{kind}:{file_digest(folder / 'final.pt')}"
-        return PredictorEncoder(tok, model, clip_frames=self.cfg.predict.clip_frames), ident
+        return load_predictor_encoder(self.run_dir, encoder, seed, clip_frames=self.cfg.predict.clip_frames,
+                                      device=self.device)
 
     def features(self, encoder: ImageEncoder, ident: str) -> dict[str, list[torch.Tensor]]:
         """Cached maps of train (with flips), val and test frames. The cache holds every map of the
