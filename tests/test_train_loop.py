@@ -159,6 +159,26 @@ def test_resume_logs_and_truncates_metrics(tmp_path, caplog):
     assert again.step == 6 and _states_equal(again.model.state_dict(), res.model.state_dict())
 
 
+def test_a_checkpoint_of_another_run_is_set_aside_not_resumed(tmp_path):
+    """The #11 stale-resume bug: a finished 6-step run must not be "resumed" into a 9-step run
+    (another schedule), nor into a run of another model or data; the old files are kept."""
+    b = regression_batches()
+    first = train(linear_model(), mse_step, b, cfg(), tmp_path, identity={"model": "a"})
+    fresh = train(linear_model(), mse_step, b, cfg(steps=9), tmp_path / "fresh", identity={"model": "a"})
+    with pytest.warns(UserWarning, match="starting fresh"):
+        longer = train(linear_model(), mse_step, b, cfg(steps=9), tmp_path, identity={"model": "a"})
+    assert [r["step"] for r in longer.history if "loss" in r][0] == 1  # trained from step 1, not from 6
+    assert _states_equal(longer.model.state_dict(), fresh.model.state_dict())
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith("stale-")]
+    assert len(stale) == 1 and (stale[0] / "final.pt").exists() and (stale[0] / "metrics.jsonl").exists()
+    assert _states_equal(torch.load(stale[0] / "final.pt"), first.model.state_dict())
+    # the same recipe, another model identity: fresh again; logging fields alone change nothing
+    with pytest.warns(UserWarning, match="starting fresh"):
+        train(linear_model(), mse_step, b, cfg(steps=9), tmp_path, identity={"model": "b"})
+    again = train(linear_model(), mse_step, b, cfg(steps=9, log_every=3), tmp_path, identity={"model": "b"})
+    assert again.step == 9 and len([p for p in tmp_path.iterdir() if p.name.startswith("stale-")]) == 2
+
+
 def test_atomic_save_keeps_old_file(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     ckpt_mod.atomic_save({"step": 1, "w": torch.ones(3)}, path)

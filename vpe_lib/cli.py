@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from vpe_lib.config import PROFILES, ConfigError, config_to_dict, get_config
+from vpe_lib.train.device import DeviceError
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--out", default="reports", help="where the HTML report goes")
     rep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     rep.add_argument("--only", nargs="*", help="run only these notebooks (stems)")
+    rep.add_argument("--force", nargs="+", default=[], metavar="STAGE",
+                     help="re-run these stages even if nothing they depend on changed (e.g. --force heads)")
     rep.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout (s)")
 
     cfg = sub.add_parser("config", help="print the resolved config of a profile")
@@ -64,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = args.run_dir or f"runs/{args.profile}"
             try:
                 summary = build_report(args.profile, run_dir, args.out, overrides=overrides,
-                                       timeout=args.timeout, only=args.only)
+                                       timeout=args.timeout, only=args.only, force=args.force)
             except ReportError as err:
                 print(f"vpe report: {err}", file=sys.stderr)
                 return 1
             print(f"report written to {Path(args.out) / 'index.html'} in {summary['wall_time_s']['total']:.0f} s")
-    except ConfigError as err:
+    except (ConfigError, DeviceError) as err:
         print(f"vpe: {err}", file=sys.stderr)
         return 2
     return 0

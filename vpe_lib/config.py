@@ -25,6 +25,7 @@ from vpe_lib.models.heads import HEADS, MODES
 from vpe_lib.models.tokenizer import QUANTIZERS, TokenizerConfig
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig
 from vpe_lib.models.transformer import PREDICTORS
+from vpe_lib.train.device import check_device_spec
 from vpe_lib.train.loop import TrainConfig
 
 
@@ -242,14 +243,59 @@ class PredictConfig:
 
 @dataclass
 class AnalysisConfig:
+    """The latent-space analysis (stage 04): closed-form probes from a single still frame's token
+    features (see vpe_lib.eval.latent_probes), code purity, and a 2-D embedding for the figure."""
+
     embedding: str = "umap"  # "umap" (umap-learn) or "pca" (fast, for the smoke profile)
-    n_points: int = 2000  # token features embedded
-    n_frames: int = 64  # test frames whose tokens are analysed
+    n_points: int = 2000  # test tokens embedded in 2-D
+    # which encoders' token features are probed; the predictors' rows are skipped when stage 03 did
+    # not train them
+    encoders: tuple[str, ...] = ENCODERS
+    probe_train_videos: int = 40  # training videos (not the seg validation ones) whose frames fit the probes
+    probe_test_videos: int = 0  # test videos that score them (0 = all); the intervals resample these
+    frames_per_video: int = 3  # still frames per video, spread evenly
+    fate_frames: int = 4  # common fate: does a token move within the next k frames?
+    ridge_alpha: float = 10.0  # on standardised features, as the masking study's probes
+    mv_probe: bool = True  # probe the motion vectors' speed too (source: predict.motion_source)
+    n_boot: int = 1000  # bootstrap resamples of the test videos
+    ci_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.embedding not in ("umap", "pca"):
+            raise ValueError(f"analysis.embedding: unknown {self.embedding!r}; valid: umap, pca")
+        bad = [e for e in self.encoders if e not in ENCODERS]
+        if bad or not self.encoders:
+            raise ValueError(f"analysis.encoders: unknown {bad or 'empty list'}; valid: {', '.join(ENCODERS)}")
+        for name in ("n_points", "probe_train_videos", "frames_per_video", "fate_frames", "n_boot"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"analysis.{name} must be an int >= 1, got {v!r}")
+        if isinstance(self.probe_test_videos, bool) or not isinstance(self.probe_test_videos, int) \
+                or self.probe_test_videos < 0:
+            raise ValueError(f"analysis.probe_test_videos must be an int >= 0 (0 = all), "
+                             f"got {self.probe_test_videos!r}")
+        if not self.ridge_alpha > 0:
+            raise ValueError(f"analysis.ridge_alpha must be > 0, got {self.ridge_alpha}")
+
+
+@dataclass
+class RuntimeConfig:
+    """Where the run computes (`--set run.device=cuda:1`). It never enters a run's identity (cache
+    keys, run folders), so a run started on one device resumes on another."""
+
+    # "auto" (the first GPU if CUDA is available, else the CPU) | "cpu" | "cuda" | "cuda:N". The machine
+    # is consulted when a stage starts (vpe_lib.train.device.resolve_device), not here: a config may
+    # be written on a laptop for a GPU node.
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_device_spec(self.device)
 
 
 @dataclass
 class RunConfig:
     profile: str = "cpu"
+    run: RuntimeConfig = field(default_factory=RuntimeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
@@ -267,6 +313,10 @@ class RunConfig:
         if (p.clip_frames - 1 if tok.causal else p.clip_frames) % tf:
             raise ValueError(f"predict.clip_frames={p.clip_frames} does not fit the tokenizer's temporal factor "
                              f"{tf}" + (" (causal: 1 + k*factor frames)" if tok.causal else " (a multiple of it)"))
+        a = self.analysis
+        if a.fate_frames > n - 1:
+            raise ValueError(f"analysis.fate_frames={a.fate_frames} needs videos of more than {a.fate_frames} frames "
+                             f"(data.world.n_frames={n}); valid: 1..{n - 1}")
         if not p.cond_frames < t_lat:
             raise ValueError(f"predict.cond_frames={p.cond_frames} leaves nothing to predict: a {p.clip_frames}-frame "
                              f"clip has {t_lat} latent frames; valid: 1..{t_lat - 1}")
@@ -325,7 +375,8 @@ def _smoke() -> RunConfig:
             test_frame_stride=2,
             colour_baseline_pixels=5_000,
         ),
-        analysis=AnalysisConfig(embedding="pca", n_points=200, n_frames=8),
+        analysis=AnalysisConfig(embedding="pca", n_points=200, probe_train_videos=6, frames_per_video=2, fate_frames=3,
+                                n_boot=200),
     )
 
 
@@ -401,7 +452,10 @@ def _cpu() -> RunConfig:
             n_val_videos=40,
             frame_stride=6,  # 5 labelled frames per training video (was 6 with stride 5): fewer features to compute
         ),
-        analysis=AnalysisConfig(embedding="umap", n_points=2000, n_frames=64),
+        # 40 + 40 videos x 3 frames: the four predictor encoders' features are most of the stage's
+        # minute after UMAP's JIT (60 x 4 frames took the stage to ~3 minutes on 2 busy cores, measured)
+        analysis=AnalysisConfig(embedding="umap", n_points=2000, probe_train_videos=40, frames_per_video=3,
+                                fate_frames=4),
     )
 
 
@@ -456,7 +510,8 @@ def _gpu() -> RunConfig:
             frame_stride=1,
             test_frame_stride=1,
         ),
-        analysis=AnalysisConfig(embedding="umap", n_points=10_000, n_frames=512),
+        analysis=AnalysisConfig(embedding="umap", n_points=10_000, probe_train_videos=500, frames_per_video=2,
+                                fate_frames=4),
     )
 
 

@@ -125,3 +125,22 @@ def rate_distortion(reference: dict, points: dict[str, tuple[float, float, float
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return ax
+
+
+def interval_dots(rows: list[dict], metric: str, *, ax=None, title: str = "", reference: float | None = None):
+    """One dot per row (`vpe_lib.stages.latents_stage.probe_rows`) with its 95% interval as a bar;
+    `reference`: a dashed line at the chance / no-information value."""
+    rows = [r for r in rows if r.get(metric) is not None]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 0.35 * len(rows) + 1.0))
+    for i, r in enumerate(rows):
+        v, lo, hi = (np.nan if x is None else x for x in r[metric])
+        random = r["encoder"].startswith("random_")
+        ax.errorbar([v], [i], xerr=[[v - lo], [hi - v]], fmt="o", color="0.55" if random else "C0", capsize=3)
+    ax.set_yticks(range(len(rows)), [r["encoder"] for r in rows], fontsize=8)
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # first row on top (idempotent, unlike invert_yaxis on shared axes)
+    if reference is not None:
+        ax.axvline(reference, color="k", ls="--", lw=0.8)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return ax

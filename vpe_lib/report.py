@@ -20,9 +20,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from vpe_lib.config import get_config
+from vpe_lib.progress import forward_progress
+from vpe_lib.train.device import resolve_device
+from vpe_lib.stage_cache import clear_stamp, read_stamp, resolve_stage_names, stage_keys, stage_of_notebook, \
+    why_stale, write_stamp
 from vpe_lib.stages.results_stage import answers, collect_metrics, seg_prefix, segmentation_rows, study_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,19 +45,29 @@ def notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
     return found
 
 
+# The kernel's own log (e.g. ipykernel's "running over TCP without encryption" warning at every
+# start, normal for a local kernel) would reach the terminal of `vpe report` as a scary WARNING;
+# errors still show. What the cells print goes into the notebook, not this log.
+QUIET_KERNEL_FLAG = "--IPKernelApp.log_level=ERROR"
+
+
 def ensure_kernel(name: str = KERNEL_NAME) -> str:
     """Register a Jupyter kernel for this interpreter (inside its prefix) unless one exists."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     try:
         spec = KernelSpecManager().get_kernel_spec(name)
-        if Path(spec.argv[0]).exists():
+        if Path(spec.argv[0]).exists() and QUIET_KERNEL_FLAG in spec.argv:
             return name
     except NoSuchKernel:
         pass
     from ipykernel.kernelspec import install
 
-    install(kernel_name=name, display_name=f"Python (vpe, {Path(sys.prefix).name})", prefix=sys.prefix)
+    path = Path(install(kernel_name=name, display_name=f"Python (vpe, {Path(sys.prefix).name})", prefix=sys.prefix))
+    spec_file = path / "kernel.json"
+    spec = json.loads(spec_file.read_text())
+    spec["argv"] = [*spec["argv"], QUIET_KERNEL_FLAG]
+    spec_file.write_text(json.dumps(spec, indent=1) + "\n")
     return name
 
 
@@ -118,36 +132,64 @@ def run_notebook(nb: Path, executed: Path, parameters: dict, *, kernel: str, tim
 
 def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir: str | Path = "reports", *,
                  overrides: dict[str, Any] | None = None, kernel: str | None = None, timeout: int = 3600,
-                 only: list[str] | None = None) -> dict[str, Any]:
-    get_config(profile, overrides)  # fail now on a bad profile or key, not inside the first notebook
+                 only: list[str] | None = None, force: list[str] | None = None,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the notebooks in order (those of `only`, if given), skipping a stage whose inputs are
+    unchanged since it last succeeded (vpe_lib.stage_cache); `force` names stages to run anyway."""
+    cfg = get_config(profile, overrides)  # fail now on a bad profile or key, not inside the first notebook
+    resolve_device(cfg.run.device)  # and on a device this machine does not have (run.device=cuda on a laptop)
+    forced = set(resolve_stage_names(force))
     run_dir, out_dir = Path(run_dir).resolve(), Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
-    kernel = kernel or ensure_kernel()
+    all_notebooks = notebooks()
+    keys = stage_keys(cfg, {stage_of_notebook(nb.stem): nb for nb in all_notebooks})
     started = dt.datetime.now(dt.timezone.utc)
     # The commit and tree state of the code that runs, taken now: edits made while the report
     # runs (it takes minutes) must not mark it dirty, nor a commit made meanwhile claim it.
     prov = provenance(profile, started)
     params = {"profile": profile, "run_dir": str(run_dir), "overrides": dict(overrides or {}), "progress": False}
     wall: dict[str, float] = {}
+    computed_wall: dict[str, float] = {}
+    cached: list[str] = []
     pages: list[tuple[str, str]] = []
     error: ReportError | None = None
+    kernel_name = kernel
     total_start = time.perf_counter()
-    for nb in notebooks():
+    for nb in all_notebooks:
         if only and nb.stem not in only:
             continue
+        stage = stage_of_notebook(nb.stem)
         executed = run_dir / "notebooks" / nb.name
         start = time.perf_counter()
-        print(f"[vpe report] running {nb.name} ...", flush=True)
-        try:
-            run_notebook(nb, executed, params, kernel=kernel, timeout=timeout)
-        except ReportError as err:
-            error = err
-        wall[nb.stem] = time.perf_counter() - start
+        stamp = read_stamp(run_dir, stage)
+        reason = why_stale(stamp, keys[stage])
+        if stage not in forced and reason == "unchanged" and executed.exists():
+            log(f"[vpe report] {nb.stem}: unchanged since it last ran (in {stamp.get('wall_s', float('nan')):.0f} s); "
+                f"skipped (--force {stage} re-runs it)")
+            cached.append(nb.stem)
+            computed_wall[nb.stem] = stamp.get("wall_s", float("nan"))
+        else:
+            why = "forced" if stage in forced else reason
+            log(f"[vpe report] {nb.stem}: running ({why}) ...")
+            clear_stamp(run_dir, stage)  # until it succeeds, this stage's outputs are not to be trusted
+            kernel_name = kernel_name or ensure_kernel()
+            try:
+                with forward_progress(run_dir / "notebooks" / "progress.log",
+                                      lambda line, stem=nb.stem: log(f"[vpe report]   {stem} | {line}")):
+                    run_notebook(nb, executed, params, kernel=kernel_name, timeout=timeout)
+            except ReportError as err:
+                error = err
+            computed_wall[nb.stem] = time.perf_counter() - start
+            if not error:
+                write_stamp(run_dir, stage, keys[stage], computed_wall[nb.stem])
         if executed.exists():
             _render_html(executed, out_dir / f"{nb.stem}.html")
             pages.append((nb.stem, f"{nb.stem}.html"))
-        print(f"[vpe report] {nb.name}: {'FAILED' if error else 'ok'} in {wall[nb.stem]:.1f} s", flush=True)
+        wall[nb.stem] = time.perf_counter() - start
+        if nb.stem not in cached:
+            log(f"[vpe report] {nb.stem}: {'FAILED' if error else 'ok'} in {wall[nb.stem]:.1f} s "
+                f"({time.perf_counter() - total_start:.0f} s so far)")
         if error:
             break
     wall["total"] = time.perf_counter() - total_start
@@ -158,7 +200,10 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
         metrics = {}  # a failed run: the index still links the pages that exist
     summary = {
         "provenance": prov,
-        "wall_time_s": {k: round(v, 2) for k, v in wall.items()},
+        "wall_time_s": {k: round(v, 2) for k, v in wall.items()},  # this invocation's
+        # each stage's time when it was computed (a cached stage's from its earlier run)
+        "computed_wall_time_s": {k: round(v, 2) for k, v in computed_wall.items()},
+        "cached_stages": cached,
         "metrics": metrics,
         "status": "failed" if error else "ok",
         "overrides": dict(overrides or {}),
@@ -170,6 +215,12 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
     if error:
         raise error
     return summary
+
+
+def _page_time(summary: dict[str, Any], name: str) -> str:
+    """'412 s', or for a stage skipped as unchanged '412 s, cached' (its time when it was computed)."""
+    computed = summary.get("computed_wall_time_s", {}).get(name, summary["wall_time_s"].get(name, 0))
+    return f"{computed:.0f} s" + (", cached" if name in summary.get("cached_stages", ()) else "")
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -264,7 +315,7 @@ def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
     verdict = "".join(f"<li>{html.escape(a)}</li>" for a in _answers(summary))
     head_html = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v, d)}</td></tr>" for k, v, d in headline)
     links = "".join(f'<li><a href="{href}">{html.escape(name)}</a> '
-                    f"({summary['wall_time_s'].get(name, 0):.0f} s)</li>" for name, href in pages)
+                    f"({_page_time(summary, name)})</li>" for name, href in pages)
     hw = prov["hardware"]
     status = ("" if summary["status"] == "ok" else
               f'<p class="err"><b>This run failed:</b> <pre>{html.escape(summary.get("error", ""))}</pre></p>')

@@ -103,3 +103,47 @@ def hardest_frames(frames: np.ndarray, truth: np.ndarray, preds: dict[str, np.nd
         titles.append(f"{name}\n(IoU {', '.join(f'{iou[i]:.2f}' for i in worst)})")
     cols = ["frame", "truth", "prediction"] * k
     return plots.image_grid(rows, row_titles=titles, col_titles=cols, size=size)
+
+
+def paired_differences(m: dict, *, prefix: str = "seg", against: str = "random", ax=None, title: str = ""):
+    """The study's answer in one figure: for every method paired against a reference (`random`: its
+    random-weight twin; `unet`: the UNet from scratch), the mean difference in test foreground IoU
+    per label budget with its paired 95% interval. An interval that crosses 0 is no difference."""
+    head = f"{prefix}/diff_vs_{against}/"
+    rows: dict[str, dict[float, tuple[float, float, float]]] = {}
+    for key, v in m.items():
+        if not (key.startswith(head) and key.endswith("/mean")) or v is None:
+            continue
+        name, budget = key[len(head):-len("/mean")].rsplit("/", 1)
+        if not _main(name):
+            continue
+        lo, hi = m.get(key[:-4] + "ci_low"), m.get(key[:-4] + "ci_high")
+        rows.setdefault(name, {})[float(budget.removeprefix("labels"))] = (v, lo, hi)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 0.5 + 0.32 * max(1, sum(len(b) for b in rows.values()))))
+    if not rows:
+        ax.text(0.5, 0.5, f"no paired differences against {against}", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return ax
+    budgets = sorted({b for r in rows.values() for b in r})
+    y, labels, labelled = 0, [], set()
+    for i, name in enumerate(sorted(rows)):
+        for j, b in enumerate(budgets):
+            if b not in rows[name]:
+                continue
+            mean, lo, hi = rows[name][b]
+            err = None if lo is None or hi is None else [[mean - lo], [hi - mean]]
+            ax.errorbar(mean, y, xerr=err, fmt="o", color=f"C{j}", capsize=3, ms=4,
+                        label=None if b in labelled else f"{b:g}% labels")
+            labelled.add(b)
+            labels.append(f"{name}  ({b:g}%)")
+            y += 1
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"test fg IoU − {'its random-weight twin' if against == 'random' else 'UNet from scratch'} "
+                  "(paired over seeds, 95% CI)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return ax

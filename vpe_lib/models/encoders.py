@@ -149,7 +149,7 @@ class PredictorEncoder(ImageEncoder):
             FeatureInfo(f"layer{(list(layers) if layers is not None else list(range(n)))[i]}", dims[i], stride)
             for i in range(n)]
 
-    def forward_intermediates(self, images: Tensor) -> list[Tensor]:
+    def _tokenize(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
         self._check_images(images)
         t = self.tokens
         clip = repeat(images, "b c h w -> b c t h w", t=t.clip_frames)
@@ -158,8 +158,21 @@ class PredictorEncoder(ImageEncoder):
         maps = t.encoder(clip, intermediates=True)
         with torch.no_grad():
             codes = self._quantize(maps[-1])[1][:, :self.cond_frames]
-        states = self.predictor.forward_intermediates(codes, layers=self.layers)
-        return ([m[:, :, 0] for m in maps] if self.with_tokenizer_maps else []) + list(states)
+        return maps, codes
+
+    def condition_codes(self, images: Tensor) -> Tensor:
+        """The condition tokens b cond_frames h w that a still image gives the transformer."""
+        return self._tokenize(images)[1]
+
+    def forward_from_codes(self, codes: Tensor) -> list[Tensor]:
+        """The transformer's maps from condition tokens (without the tokenizer's maps): encoders that
+        share a tokenizer can tokenize a frame once (the tokenizer and its quantizer cost more than
+        a small transformer)."""
+        return list(self.predictor.forward_intermediates(codes, layers=self.layers))
+
+    def forward_intermediates(self, images: Tensor) -> list[Tensor]:
+        maps, codes = self._tokenize(images)
+        return ([m[:, :, 0] for m in maps] if self.with_tokenizer_maps else []) + self.forward_from_codes(codes)
 
 
 def tokenizer_feature_info(tokenizer: VQVAE3D, *, with_codes: bool = False) -> list[FeatureInfo]:

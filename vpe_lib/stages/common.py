@@ -9,8 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
+
 from vpe_lib.atomic import atomic_write_text
 from vpe_lib.config import RunConfig, get_config, save_config
+from vpe_lib.train.device import enable_tf32, resolve_device
 
 # stage name -> the notebook that writes it (named in errors so the user knows what to run)
 STAGES = {
@@ -49,11 +52,21 @@ def require(run_dir: str | Path, stage: str, *files: str) -> Path:
 
 def start_stage(profile: str, run_dir: str | Path, stage: str, overrides: dict[str, Any] | None = None
                 ) -> tuple[RunConfig, Path]:
-    """Resolve the config, create the stage folder and save the resolved config there."""
+    """Resolve the config, create the stage folder and save the resolved config there. A run.device
+    this machine does not have fails here, before anything is written."""
     cfg = get_config(profile, overrides)
+    resolve_device(cfg.run.device)
     out = stage_dir(run_dir, stage)
     save_config(cfg, out / "config.json")
     return cfg, out
+
+
+def stage_device(cfg: RunConfig) -> torch.device:
+    """The device a stage builds its models on (run.device resolved: a DeviceError if it is not
+    here), with TF32 matmuls / convolutions on for an Ampere-or-later GPU. Every stage calls it first."""
+    device = resolve_device(cfg.run.device)
+    enable_tf32(device)
+    return device
 
 
 def _jsonable(value: Any) -> Any:

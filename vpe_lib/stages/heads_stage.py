@@ -45,11 +45,13 @@ from vpe_lib.models.heads import SegmentationModel, build_head
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.transformer import build_predictor
 from vpe_lib.models.unet import UNet2D
-from vpe_lib.stages.common import require, write_json, write_metrics
+from vpe_lib.stages.common import require, stage_device, write_json, write_metrics
 from vpe_lib.stages.predict_stage import load_predictor, predictor_folder
 from vpe_lib.stages.pretrain_stage import load_tokenizer
+from vpe_lib.progress import format_duration
 from vpe_lib.stages.seg_protocol import (Method, budget_index, choose_lr, file_digest, main_methods, pct_name,
                                          pushworld_splits, run_key)
+from vpe_lib.train.device import module_device, resolve_device
 from vpe_lib.train.loop import train
 
 
@@ -81,11 +83,14 @@ def images(frames: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def encoder_features(encoder: ImageEncoder, frames: np.ndarray, *, batch_size: int = 32, progress: bool = False,
                      desc: str = "encoder features") -> list[torch.Tensor]:
-    """The frozen encoder's maps for every frame, computed once and kept in float16."""
+    """The frozen encoder's maps for every frame, computed once (on the encoder's device) and kept in
+    float16 in CPU memory: the caches of several encoders would not all fit on a GPU."""
     encoder.eval()
+    device = module_device(encoder)
     chunks = []
     for k in tqdm(range(0, len(frames), batch_size), desc=desc, disable=not progress, leave=False):
-        chunks.append([f.half() for f in encoder.forward_intermediates(images(frames[k:k + batch_size]))])
+        maps = encoder.forward_intermediates(images(frames[k:k + batch_size]).to(device))
+        chunks.append([f.half().cpu() for f in maps])
     return [torch.cat(level) for level in zip(*chunks)]
 
 
@@ -116,15 +121,17 @@ class HeadOnFeatures(nn.Module):
 
 @torch.no_grad()
 def predict_probs(model: nn.Module, inputs: np.ndarray | list[torch.Tensor], *, batch_size: int = 64) -> np.ndarray:
-    """Softmax probabilities (N, C, H, W) float16 for uint8 frames, or for cached feature maps."""
+    """Softmax probabilities (N, C, H, W) float16 for uint8 frames, or for cached feature maps
+    (computed on the model's device, returned in CPU memory)."""
     was = model.training
     model.eval()
+    device = module_device(model)
     n = len(inputs) if isinstance(inputs, np.ndarray) else len(inputs[0])
     out = []
     for k in range(0, n, batch_size):
-        x = images(inputs[k:k + batch_size]) if isinstance(inputs, np.ndarray) else [
-            f[k:k + batch_size].float() for f in inputs]
-        out.append(model(x).softmax(1).half().numpy())
+        x = images(inputs[k:k + batch_size]).to(device) if isinstance(inputs, np.ndarray) else [
+            f[k:k + batch_size].float().to(device) for f in inputs]
+        out.append(model(x).softmax(1).half().cpu().numpy())
     model.train(was)
     return np.concatenate(out)
 
@@ -133,14 +140,43 @@ def n_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def load_predictor_encoder(run_dir: Path, encoder: str, seed: int, *, clip_frames: int,
+                           device: torch.device | str = "cpu") -> tuple[PredictorEncoder, str]:
+    """A prediction transformer of stage 03 on the main tokenizer (whose codes it was trained on),
+    or the same architecture with random weights drawn from the seed (on the CPU, so the draw does
+    not depend on `device`); with an identity for caches. The tokenizer moves to `device` whole: its
+    quantizer is not a submodule of the encoder, so `encoder.to(device)` alone would leave it behind."""
+    kind = encoder.removeprefix("random_")
+    folder = predictor_folder(require(run_dir, "predict", f"{kind}/latest.json"), kind)
+    tok = load_tokenizer(run_dir).channels_last_()
+    model = load_predictor(folder, codebook_size=tok.cfg.codebook_size, grid=tuple(
+        json.loads((folder / "transformer.json").read_text())["grid"]))
+    if encoder.startswith("random_"):
+        torch.manual_seed(10_000 + seed)
+        model = build_predictor(kind, model.cfg).eval()
+        ident = f"{encoder}{seed}"
+    else:
+        ident = f"{kind}:{file_digest(folder / 'final.pt')}"
+    return PredictorEncoder(tok.to(device), model.to(device), clip_frames=clip_frames), ident
+
+
+def predictor_available(run_dir: Path, encoder: str) -> bool:
+    """Whether stage 03 trained the transformer behind a predictor encoder (masked, random_ar, ...)."""
+    return (Path(run_dir) / "predict" / encoder.removeprefix("random_") / "latest.json").exists()
+
+
 # ---------------------------------------------------------------------------- the study
 
 
 class Study:
     """Everything one heads stage needs: data, encoders, caches, and one `run` per training run."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool = True):
+    def __init__(self, cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool = True,
+                 device: torch.device | str | None = None):
         self.cfg, self.s, self.run_dir, self.out, self.progress = cfg, cfg.seg, run_dir, out, progress
+        # every model of the study is built on this device (default: run.device); weights are drawn on
+        # the CPU first, so a seed gives the same initial weights on every device
+        self.device = resolve_device(cfg.run.device) if device is None else torch.device(device)
         require(run_dir, "pretrain", "final.pt")
         s = self.s
         self.source = parse_source(cfg.data.source)[0]
@@ -185,13 +221,13 @@ class Study:
 
     def tokenizer_for(self, encoder: str, seed_index: int, seed: int) -> tuple[VQVAE3D, str]:
         """The pretrained tokenizer paired with this seed, or a random one drawn from the seed."""
-        main = load_tokenizer(self.run_dir)
+        main = load_tokenizer(self.run_dir, device=self.device)
         if encoder == "random_tokenizer":
             torch.manual_seed(10_000 + seed)  # the random draw varies with the seed
-            return VQVAE3D(cfg=main.cfg).eval().channels_last_(), f"random{seed}"
+            return VQVAE3D(cfg=main.cfg).eval().channels_last_().to(self.device), f"random{seed}"
         digest, folder = self.tokenizers[seed_index % len(self.tokenizers)]
         if folder != self.run_dir / "pretrain":  # another pretraining seed: its final.pt holds a TokenizerTrainer
-            main = load_tokenizer(self.run_dir, weights=folder / "final.pt")
+            main = load_tokenizer(self.run_dir, weights=folder / "final.pt", device=self.device)
         return main.channels_last_(), digest  # +40% for 3D convs on CPU (measured), same results
 
     def encoder(self, method: Method, seed_index: int, seed: int) -> tuple[ImageEncoder, str]:
@@ -205,20 +241,8 @@ class Study:
         return select_levels(enc, list(method.levels) or None), ident
 
     def predictor_encoder(self, encoder: str, seed: int) -> tuple[ImageEncoder, str]:
-        """A prediction transformer of stage 03 on the main tokenizer (whose codes it was trained on),
-        or the same architecture with random weights drawn from the seed."""
-        kind = encoder.removeprefix("random_")
-        folder = predictor_folder(require(self.run_dir, "predict", f"{kind}/latest.json"), kind)
-        tok = load_tokenizer(self.run_dir).channels_last_()
-        model = load_predictor(folder, codebook_size=tok.cfg.codebook_size, grid=tuple(
-            json.loads((folder / "transformer.json").read_text())["grid"]))
-        if encoder.startswith("random_"):
-            torch.manual_seed(10_000 + seed)
-            model = build_predictor(kind, model.cfg).eval()
-            ident = f"{encoder}{seed}"
-        else:
-            ident = f"{kind}:{file_digest(folder / 'final.pt')}"
-        return PredictorEncoder(tok, model, clip_frames=self.cfg.predict.clip_frames), ident
+        return load_predictor_encoder(self.run_dir, encoder, seed, clip_frames=self.cfg.predict.clip_frames,
+                                      device=self.device)
 
     def features(self, encoder: ImageEncoder, ident: str) -> dict[str, list[torch.Tensor]]:
         """Cached maps of train (with flips), val and test frames. The cache holds every map of the
@@ -248,7 +272,7 @@ class Study:
         val_sem = self.splits["val"].semantic
         if method.encoder == "unet":
             model = UNet2D(in_channels=3, n_classes=self.n_classes, base_channels=s.unet_base_channels,
-                           depth=s.unet_depth)
+                           depth=s.unet_depth).to(self.device)
             ident, inputs = "unet", None
         else:
             enc, ident = self.encoder(method, seed_index, seed)
@@ -256,7 +280,8 @@ class Study:
             head = build_head(method.head, enc.feature_info, n_classes=self.n_classes, hidden=s.head_hidden,
                               out_stride=method.out_stride or s.head_out_stride)
             model = SegmentationModel(enc if method.mode == "frozen" else copy.deepcopy(enc), head,
-                                      frozen=method.mode == "frozen", encoder_lr_scale=s.encoder_lr_scale)
+                                      frozen=method.mode == "frozen", encoder_lr_scale=s.encoder_lr_scale
+                                      ).to(self.device)  # the head, drawn on the CPU
             inputs = self.features(enc, ident) if method.mode == "frozen" else None
         if inputs is not None:  # frozen: train the head on cached maps
             trained: nn.Module = HeadOnFeatures(model.head, self.size)
@@ -310,8 +335,9 @@ def _summarise(records: list[dict]) -> dict[str, float]:
 
 def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool = True,
                     log: Callable[[str], None] = print) -> dict[str, float]:
+    device = stage_device(cfg)
     s = cfg.seg
-    study = Study(cfg, run_dir, out, progress=progress)
+    study = Study(cfg, run_dir, out, progress=progress, device=device)
     test = study.splits["test"]
     gt = coco_ground_truth(test.instance, test.semantic, class_names=study.class_names,
                            classes=study.object_classes) if s.coco_ap and test.instance is not None else None
@@ -332,7 +358,9 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     test_preds: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
     for i, (method, pct) in enumerate(plan):
-        log(f"[heads] {i + 1}/{len(plan)} {method.name} at {pct:g}% labels ({time.perf_counter() - t0:.0f} s)")
+        elapsed = time.perf_counter() - t0
+        eta = f", ETA {format_duration(elapsed / i * (len(plan) - i))}" if i else ""
+        log(f"[heads] {i + 1}/{len(plan)} {method.name} at {pct:g}% labels ({format_duration(elapsed)}{eta})")
         seed0 = s.seeds[0]
         first = {lr: study.run(method, pct, 0, seed0, lr) for lr in s.lr_grid}
         lr = choose_lr({lr: r["val_fg_iou"] for lr, r in first.items()})

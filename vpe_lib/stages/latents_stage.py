@@ -1,51 +1,51 @@
-"""Stage 03: what is in the tokenizer's latent space?
+"""Stage 04: what is in the latent space? What does a single still frame's token feature tell?
 
-- codebook usage on held-out clips (which codes are used, how evenly)
-- token features of still frames (MAGVIT-v1 style: the frame repeated to a
-  clip), pretrained vs a randomly initialised encoder of the same architecture,
-  embedded in 2-D (UMAP, or PCA in the smoke profile) and coloured by what
-  lies under each token
-- a linear probe: does a token's feature tell whether its patch is foreground?
-  Trained on tokens of training videos, scored on held-out videos.
+For every encoder of the study (the pretrained tokenizer, its random-weight twin, raw pixel patches
+and, when stage 03 trained them, the masked / AR transformers and their random twins), closed-form
+ridge probes from the token features of one still frame (see `vpe_lib.eval.latent_probes`):
+
+- motion: the true flow (dx, dy) of each token to the next frame, its speed, and the codec's
+  motion-vector speed (R²);
+- common fate: will the token move within the next `analysis.fate_frames` frames (AUROC);
+- foreground: is the token's patch mostly foreground (AUROC and balanced accuracy: 85% of the
+  tokens are background, so plain accuracy would reward the majority class).
+
+Probes fit on frames of training videos (not the segmentation study's validation videos) and are
+scored on test videos, with 95% intervals from a bootstrap over test videos. Then the codebook: its
+usage on held-out clips (perplexity, dead codes) and the per-class purity of the codes of the
+pretrained and the random tokenizer; and a 2-D embedding (UMAP, or PCA in the smoke profile) of
+token features for the figure.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-from einops import rearrange
+from einops import rearrange, repeat
 from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from vpe_lib.config import RunConfig
+from vpe_lib.data.motion import MotionCache
+from vpe_lib.data.pushworld import CLASS_NAMES
 from vpe_lib.data.samplers import ClipBatches, to_unit_range
 from vpe_lib.data.store import PushWorldStore
+from vpe_lib.eval import latent_probes as lp
+from vpe_lib.eval.probes import flatten_tokens
+from vpe_lib.models.encoders import (PREDICTOR_ENCODERS, ImageEncoder, PixelEncoder, PredictorEncoder,
+                                     TokenizerEncoder)
 from vpe_lib.models.tokenizer import VQVAE3D
-from vpe_lib.stages.common import require, write_metrics
+from vpe_lib.stages.common import require, stage_device, write_json, write_metrics
+from vpe_lib.stages.heads_stage import load_predictor_encoder, predictor_available
 from vpe_lib.stages.pretrain_stage import load_tokenizer
 
 
-@torch.no_grad()
-def token_features(model: VQVAE3D, frames: np.ndarray, semantic: np.ndarray, *, batch_size: int = 32
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-token features of still frames with, per token, the majority class and foreground fraction of its patch."""
-    feats = []
-    for k in range(0, len(frames), batch_size):
-        x = rearrange(to_unit_range(frames[k : k + batch_size]), "b h w c -> b c h w")
-        feats.append(model.forward_features(x))
-    f = torch.cat(feats)  # b c h' w'
-    _, _, th, tw = f.shape
-    ph, pw = frames.shape[1] // th, frames.shape[2] // tw
-    patches = rearrange(semantic, "b (th ph) (tw pw) -> (b th tw) (ph pw)", ph=ph, pw=pw)
-    n_classes = int(semantic.max()) + 1
-    counts = np.stack([(patches == c).sum(1) for c in range(n_classes)], 1)
-    majority = counts.argmax(1)
-    fg_fraction = 1.0 - counts[:, 0] / patches.shape[1]
-    return rearrange(f, "b c h w -> (b h w) c").numpy(), majority, fg_fraction
+N_EXAMPLES = 4  # test frames whose probe outputs latents.npz keeps for the figure
 
 
 def embed_2d(features: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
@@ -58,55 +58,245 @@ def embed_2d(features: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     raise ValueError(f"unknown analysis.embedding {method!r}; valid: umap, pca")
 
 
-def probe_accuracy(train_x, train_y, test_x, test_y) -> float:
-    if len(np.unique(train_y)) < 2:
-        return float("nan")
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    clf.fit(train_x, train_y)
-    return float((clf.predict(test_x) == test_y).mean())
+@torch.no_grad()
+def still_codes(tokenizer: VQVAE3D, encoder: TokenizerEncoder, frames: np.ndarray, *, batch_size: int = 32
+                ) -> np.ndarray:
+    """The codes (n, h, w) a tokenizer gives still frames, entered as `encoder` enters them (the same
+    repeated clip and latent frame), so they are the codes of the probed features."""
+    out, device = [], lp.module_device(tokenizer)
+    for i in range(0, len(frames), batch_size):
+        x = rearrange(to_unit_range(frames[i:i + batch_size]), "b h w c -> b c h w").to(device)
+        codes = tokenizer.encode(repeat(x, "b c h w -> b c t h w", t=encoder.clip_frames))[1]
+        out.append(codes[:, encoder._time_index()].cpu().numpy())
+    return np.concatenate(out)
 
 
-def _frames(store: PushWorldStore, n_frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    vids = rng.integers(0, len(store), n_frames)
-    ts = rng.integers(0, store.n_frames, n_frames)
-    frames = np.stack([store.get("frames", int(v), int(t)) for v, t in zip(vids, ts)])
-    semantic = np.stack([store.get("semantic", int(v), int(t)) for v, t in zip(vids, ts)])
-    return frames, semantic
+def build_encoders(cfg: RunConfig, run_dir: Path, log: Callable[[str], None], device: torch.device | str = "cpu"
+                   ) -> dict[str, tuple[ImageEncoder, VQVAE3D | None]]:
+    """The encoders of `analysis.encoders`, built as the heads stage builds them (the random twins
+    drawn from the study's first seed), with the tokenizer behind each tokenizer encoder; on `device`
+    (run.device: features only, the probes are closed-form on the CPU)."""
+    seed = cfg.seg.seeds[0]
+    still = dict(still=cfg.seg.still, clip_frames=cfg.seg.still_clip_frames or None)
+    out: dict[str, tuple[ImageEncoder, VQVAE3D | None]] = {}
+    for name in cfg.analysis.encoders:
+        if name == "pixels":
+            out[name] = (PixelEncoder(), None)
+        elif name in ("tokenizer", "random_tokenizer"):
+            tok = load_tokenizer(run_dir)
+            if name == "random_tokenizer":
+                torch.manual_seed(10_000 + seed)  # the heads stage's random draw of this seed
+                tok = VQVAE3D(cfg=tok.cfg).eval()
+            tok = tok.channels_last_().to(device)  # the whole tokenizer: still_codes uses its quantizer
+            out[name] = (TokenizerEncoder(tok, **still), tok)
+        elif name in PREDICTOR_ENCODERS:
+            if not predictor_available(run_dir, name):
+                log(f"latents: no {name.removeprefix('random_')!r} predictor in {run_dir / 'predict'}: "
+                    f"the {name} rows are skipped")
+                continue
+            out[name] = (load_predictor_encoder(run_dir, name, seed, clip_frames=cfg.predict.clip_frames,
+                                                device=device)[0], None)
+    return out
 
 
-def run_latents_stage(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, float]:
+def _tokenizer_key(encoder: PredictorEncoder) -> tuple:
+    """What a PredictorEncoder's condition tokens depend on: its tokenizer encoder's weights (the
+    codebook comes from the same checkpoint) and how a still frame enters it."""
+    h = hashlib.sha256()
+    for k, v in encoder.tokens.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return encoder.tokens.clip_frames, encoder.cond_frames, h.hexdigest()
+
+
+class SharedCodes:
+    """Condition tokens of the probe frames, computed once per tokenizer for all predictor encoders."""
+
+    def __init__(self):
+        self._codes: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, encoder: ImageEncoder, split: str, frames: np.ndarray) -> torch.Tensor | None:
+        if not isinstance(encoder, PredictorEncoder):
+            return None
+        key = (split, _tokenizer_key(encoder))
+        if key not in self._codes:
+            self._codes[key] = lp.condition_codes(encoder, frames)
+        return self._codes[key]
+
+
+# the encoders with a random-weight twin: their paired differences get intervals
+PAIRS = (("tokenizer", "random_tokenizer"), ("masked", "random_masked"), ("ar", "random_ar"))
+PROBE_METRICS = ("motion_r2", "speed_r2", "mv_r2", "common_fate_auroc", "fg_auroc", "fg_balanced_acc", "code_purity")
+
+
+def _put(metrics: dict, key: str, score: lp.Score) -> None:
+    metrics[key], metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = score
+
+
+def probe_encoder(encoder: ImageEncoder, tokenizer: VQVAE3D | None, data: dict, *, stride: int, alpha: float,
+                  boot: dict, codes: SharedCodes) -> tuple[dict[str, lp.Estimate], np.ndarray, np.ndarray]:
+    """Every probe of one encoder: {metric: Estimate}, the test token features (rows) and the common-fate
+    probe's test scores (n, h, w)."""
+    rows = lambda split, key: lp.target_rows(data[split][key])  # noqa: E731
+    x_tr, x_te = (flatten_tokens(lp.token_features(encoder, data[s]["frames"], stride,
+                                                   codes=codes(encoder, s, data[s]["frames"])))
+                  for s in ("train", "test"))
+    targets = [k for k in ("flow", "speed", "mv") if k in data["train"]]
+    binary = {k: (rows("train", k) > 0.5, rows("test", k) > 0.5) for k in ("fate", "fg")}
+    pred_tr, pred_te = lp.ridge_probes(x_tr, {**{k: rows("train", k) for k in targets},
+                                              **{k: v[0] for k, v in binary.items()}}, x_te, alpha=alpha)
+    groups = np.repeat(data["test"]["video"], data["test"]["speed"][0].size)
+    kw = dict(**boot, keep_boots=True)
+    est = {key: lp.r2_ci(rows("test", target), pred_te[target], groups, **kw)
+           for key, target in (("motion_r2", "flow"), ("speed_r2", "speed"), ("mv_r2", "mv")) if target in targets}
+    fate = lp.binary_scores(pred_tr["fate"], binary["fate"][0], pred_te["fate"], binary["fate"][1], groups, **kw)
+    fg = lp.binary_scores(pred_tr["fg"], binary["fg"][0], pred_te["fg"], binary["fg"][1], groups, **kw)
+    est.update(common_fate_auroc=fate["auroc"], fg_auroc=fg["auroc"], fg_balanced_acc=fg["balanced_acc"])
+    if tokenizer is not None:
+        codes_te = still_codes(tokenizer, encoder, data["test"]["frames"])
+        est["code_purity"] = lp.code_purity_ci(codes_te, rows("test", "majority"), groups, **kw)
+        est["code_purity_chance"] = lp.chance_code_purity(codes_te, rows("test", "majority"), seed=boot["seed"])
+        est["codes_on_probe_frames"] = len(np.unique(codes_te))
+    return est, x_te, pred_te["fate"].reshape(data["test"]["fate"].shape)
+
+
+def run_latents_stage(cfg: RunConfig, run_dir: Path, out: Path, *, log: Callable[[str], None] = print
+                      ) -> dict[str, float]:
     data_dir = require(run_dir, "data", "pushworld/manifest.json")
-    pretrained = load_tokenizer(run_dir)
-    torch.manual_seed(0)
-    random_init = VQVAE3D(cfg=pretrained.cfg).eval()
+    a = cfg.analysis
+    device = stage_device(cfg)  # run.device, checked before any work
+    pretrained = load_tokenizer(run_dir, device=device)
+    stride = pretrained.cfg.spatial_factor
     train_store = PushWorldStore(data_dir / "pushworld", "train")
     test_store = PushWorldStore(data_dir / "pushworld", "test")
-    a = cfg.analysis
+    timing: dict[str, float] = {}
 
     # Codebook usage on held-out clips.
     clips = ClipBatches(test_store, clip_frames=pretrained.cfg.clip_frames, batch_size=1).fixed(cfg.pretrain.n_eval_clips)
     with torch.no_grad():
-        codes = torch.cat([pretrained.encode(c)[1].flatten() for c in clips.split(8)])
+        codes = torch.cat([pretrained.encode(c.to(device))[1].flatten().cpu() for c in clips.split(8)])
     usage = np.bincount(codes.numpy(), minlength=pretrained.cfg.codebook_size)
-
-    test_frames, test_sem = _frames(test_store, a.n_frames, seed=1)
-    train_frames, train_sem = _frames(train_store, a.n_frames, seed=2)
+    u = lp.usage_stats(usage)
     metrics: dict[str, float] = {
         "latents/codes_used": int((usage > 0).sum()),
         "latents/codebook_size": pretrained.cfg.codebook_size,
+        "latents/code_perplexity": u["perplexity"],
+        "latents/dead_codes": u["dead_codes"],
     }
-    arrays: dict[str, np.ndarray] = {"code_usage": usage}
-    rng = np.random.default_rng(0)
-    for name, model in (("pretrained", pretrained), ("random", random_init)):
-        x_tr, _, fg_tr = token_features(model, train_frames, train_sem)
-        x_te, maj_te, fg_te = token_features(model, test_frames, test_sem)
-        metrics[f"latents/probe_fg_acc/{name}"] = probe_accuracy(x_tr, fg_tr > 0.5, x_te, fg_te > 0.5)
-        pick = rng.choice(len(x_te), size=min(a.n_points, len(x_te)), replace=False)
-        arrays[f"embedding_{name}"] = embed_2d(x_te[pick], a.embedding)
-        arrays[f"majority_{name}"] = maj_te[pick]
-        arrays[f"fg_fraction_{name}"] = fg_te[pick]
-    metrics["latents/probe_fg_acc/majority_class"] = float(max((fg_te > 0.5).mean(), 1 - (fg_te > 0.5).mean()))
+
+    # Still frames and their targets: training videos (not the study's validation videos) and test videos.
+    t0 = time.perf_counter()
+    n_train = max(1, len(train_store) - cfg.seg.n_val_videos)
+    train_videos = range(min(a.probe_train_videos, n_train))
+    test_videos = range(min(a.probe_test_videos or len(test_store), len(test_store)))
+    times = lp.probe_times(train_store.n_frames, a.frames_per_video, a.fate_frames)
+    cache = MotionCache(out / "motion_cache")
+    data = {split: lp.probe_data(store, videos, times, stride=stride, fate_frames=a.fate_frames,
+                                 n_classes=len(CLASS_NAMES), cache=cache,
+                                 mv_source=cfg.predict.motion_source if a.mv_probe else None)
+            for split, store, videos in (("train", train_store, train_videos), ("test", test_store, test_videos))}
+    timing["latents/targets_wall_s"] = time.perf_counter() - t0
+    test = data["test"]
+    fg_te = test["fg"] > 0.5
+    metrics.update({
+        "latents/n_probe_train_frames": len(data["train"]["frames"]),
+        "latents/n_probe_test_frames": len(test["frames"]),
+        "latents/n_probe_test_videos": len(test_videos),
+        "latents/fate_frames": a.fate_frames,
+        "latents/fg_prevalence": float(fg_te.mean()),
+        "latents/common_fate_prevalence": float(test["fate"].mean()),
+        "latents/fg_balanced_acc/majority_class": 0.5,  # a constant prediction, whatever the imbalance
+        "latents/fg_accuracy/majority_class": float(max(fg_te.mean(), 1 - fg_te.mean())),
+    })
+
+    # a few test frames for the figure: what the probes see and what they predict
+    example = np.linspace(0, len(test["frames"]) - 1, N_EXAMPLES).round().astype(int)
+    arrays = {"code_usage": usage, "probe_times": times,
+              **{f"example_{k}": test[k][example] for k in ("frames", "speed", "fate", "fg")}}
+    t0 = time.perf_counter()
+    encoders = build_encoders(cfg, run_dir, log, device)
+    estimates: dict[str, dict] = {}
+    test_features: dict[str, np.ndarray] = {}
+    shared = SharedCodes()
+    for name, (encoder, tokenizer) in encoders.items():
+        est, test_features[name], fate_scores = probe_encoder(
+            encoder, tokenizer, data, stride=stride, alpha=a.ridge_alpha, boot=dict(n_boot=a.n_boot, seed=a.ci_seed),
+            codes=shared)
+        estimates[name] = est
+        arrays[f"example_fate_score_{name}"] = fate_scores[example]
+        for key, e in est.items():
+            if isinstance(e, lp.Estimate):
+                _put(metrics, f"latents/{key}/{name}", e.score)
+        if "code_purity" in est:
+            metrics[f"latents/code_purity/{name}_chance"] = est["code_purity_chance"]
+            metrics[f"latents/codes_on_probe_frames/{name}"] = est["codes_on_probe_frames"]
+    for pre, rnd in PAIRS:  # the same resamples of the test videos for both: paired differences
+        if pre in estimates and rnd in estimates:
+            for key in PROBE_METRICS:
+                if key in estimates[pre]:
+                    _put(metrics, f"latents/diff_vs_random/{key}/{pre}",
+                         lp.paired_difference(estimates[pre][key], estimates[rnd][key]))
+    timing["latents/probes_wall_s"] = time.perf_counter() - t0
+    write_json(out / "encoders.json", {"probed": list(encoders),
+                                       "skipped": [e for e in a.encoders if e not in encoders]})
+
+    # 2-D embedding of test tokens (the same tokens for both tokenizers), for the figure.
+    t0 = time.perf_counter()
+    majority, fg_frac = lp.target_rows(test["majority"]), lp.target_rows(test["fg"])
+    pick = np.random.default_rng(0).choice(len(majority), size=min(a.n_points, len(majority)), replace=False)
+    for name, key in (("tokenizer", "pretrained"), ("random_tokenizer", "random")):
+        if name in test_features:
+            arrays[f"embedding_{key}"] = embed_2d(test_features[name][pick], a.embedding)
+            arrays[f"majority_{key}"] = majority[pick]
+            arrays[f"fg_fraction_{key}"] = fg_frac[pick]
+    metrics["latents/umap_wall_s"] = time.perf_counter() - t0
+    metrics.update(timing)
     np.savez_compressed(out / "latents.npz", **arrays)
     write_metrics(out, metrics)
     return metrics
+
+
+# ---------------------------------------------------------------------------- tables (notebook, report)
+
+METRIC_LABELS = {
+    "motion_r2": "flow (dx, dy) R²", "speed_r2": "speed R²", "mv_r2": "codec MV speed R²",
+    "common_fate_auroc": "moves soon: AUROC", "fg_auroc": "foreground AUROC",
+    "fg_balanced_acc": "foreground bal. acc.", "code_purity": "code purity",
+}
+
+
+def probe_rows(m: dict[str, float], *, diff: bool = False) -> list[dict]:
+    """One row per encoder with probe metrics in the flat metrics `m` (ENCODERS' order), each metric a
+    (value, ci_low, ci_high) triple or None; `diff`: the paired differences from the random twin."""
+    from vpe_lib.models.encoders import ENCODERS
+
+    head = "latents/diff_vs_random" if diff else "latents"
+    rows = []
+    for enc in ENCODERS:
+        row = {"encoder": enc}
+        for key in PROBE_METRICS:
+            k = f"{head}/{key}/{enc}"
+            row[key] = (m[k], m.get(f"{k}_ci_low"), m.get(f"{k}_ci_high")) if m.get(k) is not None else None
+        if any(row[key] is not None for key in PROBE_METRICS):
+            rows.append(row)
+    return rows
+
+
+def _cell(v, digits: int) -> str:
+    if v is None:
+        return "—"
+    value, lo, hi = (float("nan") if x is None else x for x in v)
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def interval_markdown(rows: list[dict], metrics=PROBE_METRICS, *, digits: int = 3, extra: dict | None = None) -> str:
+    """A markdown table of `probe_rows`: value [95% interval] per metric; `extra` adds rows of plain
+    reference values (e.g. {"majority class": {"fg_balanced_acc": 0.5}})."""
+    metrics = [k for k in metrics if any(r[k] is not None for r in rows)]
+    lines = ["| features | " + " | ".join(METRIC_LABELS.get(k, k) for k in metrics) + " |",
+             "|---" * (len(metrics) + 1) + "|"]
+    lines += [f"| `{r['encoder']}` | " + " | ".join(_cell(r[k], digits) for k in metrics) + " |" for r in rows]
+    for name, vals in (extra or {}).items():
+        lines.append(f"| *{name}* | " + " | ".join(f"{vals[k]:.{digits}f}" if k in vals else "" for k in metrics)
+                     + " |")
+    return "\n".join(lines)

@@ -31,6 +31,7 @@ from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.transformer import TransformerConfig, build_predictor
 from vpe_lib.stages.predict_stage import load_predictor, predictor_folder, run_folder, train_predictor
 from vpe_lib.stages.pretrain_stage import read_history
+from vpe_lib.train.device import module_device
 
 
 def budget_name(fraction: float) -> str:
@@ -101,18 +102,20 @@ def probe_frames(store: PushWorldStore, videos, per_video: int):
 @torch.no_grad()
 def condition_tokens(tokenizer: VQVAE3D, frames: np.ndarray, clip_frames: int, cond_frames: int,
                      batch_size: int = 32) -> torch.Tensor:
-    """Still frames (n, H, W, 3) uint8 -> COMMIT condition tokens (n, cond_frames, h, w)."""
+    """Still frames (n, H, W, 3) uint8 -> COMMIT condition tokens (n, cond_frames, h, w), on the CPU."""
+    device = module_device(tokenizer)
     out = []
     for i in range(0, len(frames), batch_size):
-        x = rearrange(to_unit_range(frames[i:i + batch_size]), "b h w c -> b c h w")
-        out.append(tokenizer.encode(repeat(x, "b c h w -> b c t h w", t=clip_frames))[1][:, :cond_frames])
+        x = rearrange(to_unit_range(frames[i:i + batch_size]), "b h w c -> b c h w").to(device)
+        out.append(tokenizer.encode(repeat(x, "b c h w -> b c t h w", t=clip_frames))[1][:, :cond_frames].cpu())
     return torch.cat(out)
 
 
 @torch.no_grad()
 def transformer_features(model, cond: torch.Tensor, batch_size: int = 64) -> np.ndarray:
     model.eval()
-    return torch.cat([model.forward_features(c) for c in cond.split(batch_size)]).numpy()
+    device = module_device(model)
+    return torch.cat([model.forward_features(c.to(device)).cpu() for c in cond.split(batch_size)]).numpy()
 
 
 def probe_scores(feats_train, fg_train, motion_train, feats_test, fg_test, motion_test) -> dict[str, float]:
@@ -123,7 +126,10 @@ def probe_scores(feats_train, fg_train, motion_train, feats_test, fg_test, motio
 
 
 def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_key: str, tcfg: TransformerConfig,
-                      stores: dict[str, PushWorldStore], out: Path, *, progress: bool = True) -> dict[str, float]:
+                      stores: dict[str, PushWorldStore], out: Path, *, progress: bool = True,
+                      device: torch.device | str | None = None) -> dict[str, float]:
+    """The study's metrics; its transformers train and run on `device` (default: the tokenizer's)."""
+    device = module_device(tokenizer) if device is None else torch.device(device)
     p = cfg.predict
     grid = tcfg.grid
     cache = MotionCache(out / "motion_cache")
@@ -165,7 +171,7 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_k
     per_seed: dict[str, list[dict]] = {}
     for seed in p.study_seeds:
         torch.manual_seed(10_000 + seed)
-        per_seed.setdefault("random_init", []).append(score(build_predictor("masked", tcfg)))
+        per_seed.setdefault("random_init", []).append(score(build_predictor("masked", tcfg).to(device)))
         for strategy in p.study_maskings:
             for budget in p.study_budgets:
                 steps = max(1, round(budget * p.train.steps))
@@ -177,7 +183,8 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_k
                         (p.masking, p.mask_ratio) == ("random", 0.0) and "masked" in p.models:
                     # exactly the main masked model's recipe: read it, do not train it twice
                     main_folder = predictor_folder(out, "masked")
-                    main = load_predictor(main_folder, codebook_size=tcfg.codebook_size, grid=tcfg.grid)
+                    main = load_predictor(main_folder, codebook_size=tcfg.codebook_size, grid=tcfg.grid,
+                                          device=device)
                     wall = [h["elapsed_s"] for h in read_history(main_folder) if "elapsed_s" in h]
                     per_seed.setdefault(name, []).append({**score(main), "train_wall_s": wall[-1] if wall else float("nan")})
                     continue
@@ -186,12 +193,13 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_k
                 result = train_predictor("masked", tcfg, tokens["train"], train_cfg, folder,
                                          masking=strategy, mask_ratio=p.study_mask_ratio,
                                          motion=motions.get("train") if strategy == "mgm" else None,
-                                         desc=f"masking [{name} seed {seed}]")
+                                         desc=f"masking [{name} seed {seed}]", device=device)
                 per_seed.setdefault(name, []).append({**score(result.model), "train_wall_s": result.wall_time_s})
+    tok_device = module_device(tokenizer)
     with torch.no_grad():
         tok_feats = lambda fr: torch.cat([tokenizer.forward_features(  # noqa: E731
-            rearrange(to_unit_range(fr[i:i + 64]), "b h w c -> b c h w"), clip_frames=p.clip_frames)
-            for i in range(0, len(fr), 64)]).numpy()
+            rearrange(to_unit_range(fr[i:i + 64]), "b h w c -> b c h w").to(tok_device), clip_frames=p.clip_frames
+        ).cpu() for i in range(0, len(fr), 64)]).numpy()
         per_seed["tokenizer_latent"] = [probe_scores(tok_feats(fr_tr), fg_tr, mo_tr, tok_feats(fr_te), fg_te, mo_te)]
     for name, runs in per_seed.items():
         for k in runs[0]:

@@ -42,9 +42,10 @@ from vpe_lib.eval.metrics import ssim
 from vpe_lib.masking import make_mask
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.transformer import ARVideoTransformer, TransformerConfig, build_predictor, check_compatible
-from vpe_lib.stages.common import require, write_json, write_metrics
+from vpe_lib.stages.common import require, stage_device, write_json, write_metrics
 from vpe_lib.stages.pretrain_stage import load_tokenizer
 from vpe_lib.stages.seg_protocol import file_digest, run_key
+from vpe_lib.train.device import module_device
 from vpe_lib.train.loop import TrainConfig, train
 
 LN2 = math.log(2.0)
@@ -72,17 +73,18 @@ def tokenize_clips(tokenizer: VQVAE3D, store: PushWorldStore, videos, *, clip_fr
                    batch_size: int = 16) -> dict[str, np.ndarray]:
     """codes (N, t, h, w), cond (N, cond_frames, h, w), video (N,), start (N,) for every clip."""
     tokenizer.eval()
+    device = module_device(tokenizer)
     starts = clip_starts(store.n_frames, clip_frames)
     items = [(v, s) for v in videos for s in starts]
     codes, cond = [], []
     for i in range(0, len(items), batch_size):
         chunk = items[i:i + batch_size]
         frames = np.stack([store.get("frames", v, slice(s, s + clip_frames)) for v, s in chunk])  # b t h w c
-        clip = rearrange(to_unit_range(frames), "b t h w c -> b c t h w")
-        codes.append(tokenizer.encode(clip)[1])
+        clip = rearrange(to_unit_range(frames), "b t h w c -> b c t h w").to(device)
+        codes.append(tokenizer.encode(clip)[1].cpu())
         # COMMIT: the condition frame edge-padded to the clip length, encoded by the same tokenizer
         padded = repeat(clip[:, :, 0], "b c h w -> b c t h w", t=clip_frames)
-        cond.append(tokenizer.encode(padded)[1][:, :cond_frames])
+        cond.append(tokenizer.encode(padded)[1][:, :cond_frames].cpu())
     return {"codes": torch.cat(codes).numpy().astype(np.int16), "cond": torch.cat(cond).numpy().astype(np.int16),
             "video": np.array([v for v, _ in items]), "start": np.array([s for _, s in items])}
 
@@ -167,10 +169,11 @@ def transformer_config(cfg: RunConfig, tokenizer: VQVAE3D, grid: tuple[int, int,
 
 def train_predictor(kind: str, tcfg: TransformerConfig, tokens: dict, train_cfg: TrainConfig, out: Path, *,
                     masking: str = "random", mask_ratio: float = 0.0, motion: np.ndarray | None = None,
-                    eval_tokens: dict | None = None, desc: str = ""):
-    """One predictor trained into `out` (resumes from its checkpoint); its config beside the weights."""
+                    eval_tokens: dict | None = None, desc: str = "", device: torch.device | str = "cpu"):
+    """One predictor trained on `device` into `out` (resumes from its checkpoint); its config beside
+    the weights. The initial weights are drawn on the CPU: the same on every device."""
     torch.manual_seed(train_cfg.seed)
-    model = build_predictor(kind, tcfg)
+    model = build_predictor(kind, tcfg).to(device)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "transformer.json", {"kind": kind, **dataclasses.asdict(tcfg)})
     batches = TokenBatches(tokens, batch_size=train_cfg.batch_size, seed=train_cfg.seed, masking=masking,
@@ -181,9 +184,9 @@ def train_predictor(kind: str, tcfg: TransformerConfig, tokens: dict, train_cfg:
     return train(model, predict_step, batches, train_cfg, out, eval_fn=eval_fn, desc=desc or kind)
 
 
-def load_predictor(path: Path, *, codebook_size: int, grid: tuple[int, int, int]):
-    """A trained predictor from out/<kind>/ (transformer.json + final.pt), refused when it was trained
-    on another tokenizer's codes (codebook size or token grid)."""
+def load_predictor(path: Path, *, codebook_size: int, grid: tuple[int, int, int], device: torch.device | str = "cpu"):
+    """A trained predictor from out/<kind>/ (transformer.json + final.pt), on `device`, in eval mode;
+    refused when it was trained on another tokenizer's codes (codebook size or token grid)."""
     spec = json.loads((path / "transformer.json").read_text())
     kind = spec.pop("kind")
     spec["grid"] = tuple(spec["grid"])
@@ -191,7 +194,7 @@ def load_predictor(path: Path, *, codebook_size: int, grid: tuple[int, int, int]
     check_compatible(tcfg, codebook_size=codebook_size, grid=tuple(grid), source=str(path))
     model = build_predictor(kind, tcfg)
     model.load_state_dict(torch.load(path / "final.pt", map_location="cpu", weights_only=True))
-    return model.eval()
+    return model.to(device).eval()
 
 
 # ---------------------------------------------------------------------------
@@ -204,18 +207,19 @@ def future_bits(model, tokens: dict[str, np.ndarray], *, batch_size: int = 32) -
     given the condition; the AR model's teacher-forced conditionals (a joint likelihood's factors)."""
     was = model.training
     model.eval()
+    device = module_device(model)
     out = []
     codes, cond = tokens["codes"].astype(np.int64), tokens["cond"].astype(np.int64)
     cf = cond.shape[1]
     for i in range(0, len(codes), batch_size):
-        c = torch.from_numpy(codes[i:i + batch_size])
-        k = torch.from_numpy(cond[i:i + batch_size])
+        c = torch.from_numpy(codes[i:i + batch_size]).to(device)
+        k = torch.from_numpy(cond[i:i + batch_size]).to(device)
         if isinstance(model, ARVideoTransformer):
             logp = model.future_log_probs(c, k)
         else:
             logp = model.future_log_probs(k)
         true = c[:, cf:]
-        out.append((-logp.gather(-1, true.unsqueeze(-1)).squeeze(-1) / LN2).numpy())
+        out.append((-logp.gather(-1, true.unsqueeze(-1)).squeeze(-1) / LN2).cpu().numpy())
     model.train(was)
     return np.concatenate(out)
 
@@ -308,16 +312,20 @@ def frame_errors(sq: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, np.nda
 
 @torch.no_grad()
 def decode(tokenizer: VQVAE3D, codes: torch.Tensor) -> np.ndarray:
-    """codes (b t h w) -> frames (b T H W 3) uint8."""
-    return rearrange(from_unit_range(tokenizer.decode_codes(codes)), "b c t h w -> b t h w c")
+    """codes (b t h w, any device) -> frames (b T H W 3) uint8, decoded on the tokenizer's device."""
+    frames = from_unit_range(tokenizer.decode_codes(codes.to(module_device(tokenizer))))  # a numpy array
+    return rearrange(frames, "b c t h w -> b t h w c")
 
 
 @torch.no_grad()
 def sample_futures(model, cond: torch.Tensor, p, seed: int) -> torch.Tensor:
+    """Sampled future codes (on the CPU) for condition codes, on the model's device. The generator
+    stays on the CPU: the transformers draw their noise there and move it (the same seed, the same noise)."""
     g = torch.Generator().manual_seed(seed)
+    cond = cond.to(module_device(model))
     if isinstance(model, ARVideoTransformer):
-        return model.generate(cond, temperature=p.temperature, generator=g)
-    return model.generate(cond, steps=p.maskgit_steps, temperature=p.temperature, generator=g)
+        return model.generate(cond, temperature=p.temperature, generator=g).cpu()
+    return model.generate(cond, steps=p.maskgit_steps, temperature=p.temperature, generator=g).cpu()
 
 
 def frame_prediction(cfg: RunConfig, tokenizer: VQVAE3D, models: dict, tokens: dict, store: PushWorldStore,
@@ -383,8 +391,9 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
         metrics = {"predict/skipped_not_pushworld": 1.0}
         write_metrics(out, metrics)
         return metrics
+    device = stage_device(cfg)
     p = cfg.predict
-    tokenizer = load_tokenizer(run_dir)
+    tokenizer = load_tokenizer(run_dir, device=device)
     t0 = time.perf_counter()
     tokens, tokens_key = cached_tokens(cfg, run_dir, out, tokenizer)
     metrics: dict[str, float] = {"predict/tokenize_wall_s": time.perf_counter() - t0}
@@ -411,7 +420,8 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
         train_cfg = dataclasses.replace(p.train_config(kind), progress=progress)
         folder = run_folder(out / kind, tokens_key, tcfg, train_cfg, p.masking, p.mask_ratio)
         result = train_predictor(kind, tcfg, tokens["train"], train_cfg, folder, mask_ratio=p.mask_ratio,
-                                 masking=p.masking, eval_tokens=tokens["val"], desc=f"predictor [{kind}]")
+                                 masking=p.masking, eval_tokens=tokens["val"], desc=f"predictor [{kind}]",
+                                 device=device)
         write_json(out / kind / "latest.json", {"folder": folder.name})
         models[kind] = result.model.eval()
         bits[kind] = future_bits(models[kind], tokens["test"])
@@ -435,7 +445,8 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
         from vpe_lib.stages.masking_study import run_masking_study  # it trains through this module
 
         t0 = time.perf_counter()
-        metrics.update(run_masking_study(cfg, tokenizer, tokens, tokens_key, tcfg, stores, out, progress=progress))
+        metrics.update(run_masking_study(cfg, tokenizer, tokens, tokens_key, tcfg, stores, out, progress=progress,
+                                         device=device))
         metrics["masking/wall_s"] = time.perf_counter() - t0
     write_metrics(out, metrics)
     return metrics

@@ -13,6 +13,13 @@
   the caller builds ``batches`` with; the effective batch is ``batch_size * grad_accum``.
 * "step" everywhere (logs, checkpoints, results) counts completed updates.
 
+Device and precision: the loop trains where the model's parameters are (a stage moves the model
+to ``run.device``, see ``vpe_lib.train.device``) and moves each batch there. ``cfg.amp``: "auto"
+is bf16 autocast on a GPU with bf16 and fp32 on CPU; "bf16"; "fp16", with a
+``torch.amp.GradScaler`` (gradients unscaled before clipping; an overflowing update is skipped and
+the scale lowered, logged as ``fp16_overflows``, not as a non-finite loss; the scaler's state is
+in the checkpoint, so resume is exact); "off".
+
 Artifacts in ``out_dir``: ``checkpoint.pt`` (everything needed to resume, written atomically),
 ``final.pt`` (weights only, the EMA weights when EMA is on), ``metrics.jsonl`` (one JSON
 object per log step and per evaluation) and ``train_config.json``. If ``checkpoint.pt``
@@ -60,9 +67,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -73,6 +82,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from vpe_lib import progress
+
 from .checkpoint import (
     atomic_save,
     atomic_write_text,
@@ -82,6 +93,7 @@ from .checkpoint import (
     restore_rng_state,
     seed_everything,
 )
+from .device import check_amp, module_device, resolve_amp
 from .distributed import (
     all_gather_object,
     all_reduce_mean,
@@ -117,7 +129,9 @@ class TrainConfig:
     ckpt_every: int = 200  # 0 = only at the end of the run
     nonfinite: str = "stop"  # "stop" | "skip"
     seed: int = 0
-    amp: str = "auto"  # "auto": bf16 autocast on CUDA only (bf16 on CPU is ~20x slower) | "bf16" | "off"
+    # "auto": bf16 autocast on CUDA (on a GPU with bf16), fp32 on CPU, where bf16 is ~20x slower |
+    # "bf16" | "fp16" (autocast + a GradScaler, whose state is checkpointed) | "off" (fp32)
+    amp: str = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -136,8 +150,7 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.nonfinite not in ("stop", "skip"):
             raise ValueError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
-        if self.amp not in ("auto", "bf16", "off"):
-            raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
+        check_amp(self.amp)
 
 
 @dataclass
@@ -272,11 +285,19 @@ def _float(v: Any) -> float:
 
 
 def _autocast(amp: str, device: torch.device):
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+    precision = resolve_amp(amp, device)
+    if precision == "off":
         return contextlib.nullcontext()
     if device.type == "cpu":
-        warnings.warn("bf16 autocast on CPU is ~20x slower than fp32 here; use amp='auto'", stacklevel=3)
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+        warnings.warn(f"{precision} autocast on CPU is much slower than fp32 here (bf16 ~20x); use amp='auto'",
+                      stacklevel=3)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _grad_scaler(amp: str, device: torch.device) -> "torch.amp.GradScaler | None":
+    """fp16 only: its 5 exponent bits flush small gradients to zero unless the loss is scaled up
+    (bf16 has fp32's range and needs no scaler)."""
+    return torch.amp.GradScaler(device.type) if resolve_amp(amp, device) == "fp16" else None
 
 
 def _warn_unsynced_codebooks(model: nn.Module) -> None:
@@ -287,12 +308,6 @@ def _warn_unsynced_codebooks(model: nn.Module) -> None:
         warnings.warn("the model's VectorQuantize codebook was built before the process group was "
                       "initialised, so its EMA statistics are not synced across ranks; build the model "
                       "after vpe_lib.train.distributed.init_distributed()", stacklevel=3)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    return torch.device("cpu")
 
 
 def _read_metrics(path: Path, upto_step: int, *, rewrite: bool = True) -> list[dict]:
@@ -343,6 +358,7 @@ def train(
     eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
     desc: str = "train",
     max_steps_this_run: int | None = None,
+    identity: Any = None,
 ) -> TrainResult:
     """Train `model` for cfg.steps updates (resuming from out_dir/checkpoint.pt if present).
 
@@ -350,6 +366,10 @@ def train(
     tests of resume and for time-sliced runs; the next call continues from there.
     eval_fn(model) -> dict: run every cfg.eval_every steps and at the end, on the EMA model when
     EMA is on, in eval mode, with the training RNG streams preserved; logged as "eval/<key>".
+    identity: what else determines the run besides `cfg` (the model's config, the loss, the data's
+    digest; anything JSON-serialisable). A checkpoint written under another identity or another
+    recipe (`cfg` up to logging fields) is never resumed: it is moved to out_dir/stale-<key>/ and
+    the run starts fresh, saying so.
     """
     out_dir = Path(out_dir)
     rank, world = get_rank(), get_world_size()
@@ -359,7 +379,7 @@ def train(
     ckpt_path, final_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "final.pt", out_dir / "metrics.jsonl"
 
     raw = unwrap_model(model)
-    device = _model_device(raw)
+    device = module_device(raw)
     if world > 1 and torch.distributed.get_backend() == "nccl" and device.type != "cuda":
         device = torch.device("cuda", torch.cuda.current_device())  # NCCL needs the model on this rank's GPU
         raw.to(device)
@@ -367,8 +387,15 @@ def train(
     opt = torch.optim.AdamW(param_groups(raw, cfg.weight_decay, cfg.lr), lr=cfg.lr, betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     ema = ModelEMA(raw, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    precision = resolve_amp(cfg.amp, device)  # here, before any work: bf16 asked of a GPU without it fails
+    scaler = _grad_scaler(precision, device)  # fp16 only
 
-    step, elapsed_before, skipped, last_ckpt = 0, 0.0, 0, None
+    step, elapsed_before, skipped, scaler_skipped, last_ckpt = 0, 0.0, 0, 0, None
+    run_id = run_identity(cfg, identity)
+    if main and ckpt_path.exists():
+        _set_aside_stale(out_dir, run_id, desc)
+    if world > 1:
+        barrier()  # every rank sees the same folder before deciding to resume
     resume = ckpt_path.exists()
     if world > 1:
         seen = all_gather_object(resume)
@@ -384,9 +411,14 @@ def train(
             if state.get("ema") is None:
                 raise ValueError(f"{ckpt_path} has no EMA state but cfg.ema_decay = {cfg.ema_decay}")
             ema.load_state_dict(state["ema"])
+        if scaler is not None and state.get("scaler"):
+            # the loss scale and its growth counter: without them a resumed fp16 run would restart at
+            # 2**16 and overflow / skip updates the uninterrupted run did not
+            scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         step = last_ckpt = state["step"]
         elapsed_before, skipped = state.get("elapsed_s", 0.0), state.get("skipped", 0)
+        scaler_skipped = state.get("fp16_overflows", 0)
         changed = {k: (v, getattr(cfg, k)) for k, v in state["cfg"].items()
                    if k not in ("steps", "progress", "log_every", "eval_every", "ckpt_every")
                    and hasattr(cfg, k) and _norm(v) != _norm(getattr(cfg, k))}
@@ -407,12 +439,15 @@ def train(
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
                 "step": step,
                 "rng": capture_rng_state(),
                 "cfg": asdict(cfg),
                 "elapsed_s": elapsed_before + time.perf_counter() - t_start,
                 "skipped": skipped,
+                "fp16_overflows": scaler_skipped,
                 "world_size": world,  # informational: batches are global, resume works on any world size
+                "identity": run_id,
             }, ckpt_path)
         if world > 1:
             barrier()  # nobody reads or races past a half-written checkpoint
@@ -468,7 +503,7 @@ def train(
                 # DDP: all but the last micro-batch accumulate locally, without the gradient all-reduce.
                 sync = ddp is None or j == cfg.grad_accum - 1
                 with contextlib.nullcontext() if sync else ddp.no_sync():
-                    with _autocast(cfg.amp, device):
+                    with _autocast(precision, device):
                         loss, metrics = step_fn(fwd_model, batch)
                     values = {k: _float(v) for k, v in metrics.items()}
                     values["loss"] = _float(loss)
@@ -477,15 +512,24 @@ def train(
                     if any_rank(nonfinite):
                         bad = values if nonfinite else {**values, "nonfinite_on_another_rank": 1.0}
                         break
-                    (loss / cfg.grad_accum).backward()
+                    scaled = loss / cfg.grad_accum
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+            overflow = False
             if bad is None:
+                if scaler is not None:
+                    scaler.unscale_(opt)  # clip (and log) the true gradients, not the scaled ones
                 # after DDP's all-reduce the gradients (hence the norm) are the same on every rank
                 max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm)) if trainable else 0.0
                 if not math.isfinite(grad_norm):
-                    bad = {**sums, "grad_norm": grad_norm}
+                    if scaler is not None:
+                        # fp16 overflow of the *scaled* gradients: routine while the scaler finds its
+                        # scale; it skips this update and halves the scale (not a non-finite loss)
+                        overflow = True
+                    else:
+                        bad = {**sums, "grad_norm": grad_norm}
             if bad is not None:
                 if cfg.nonfinite == "stop":
                     raise NonFiniteLossError(step + 1, bad, last_ckpt)
@@ -496,19 +540,34 @@ def train(
                             b.copy_(s)
                 skipped += 1
                 log.warning("%s: skipped update %d (non-finite: %s)", desc, step + 1, bad)
+            elif scaler is not None:
+                scaler.step(opt)  # skips opt.step() when the unscaled gradients hold inf / NaN
+                scaler.update()
+                if overflow:
+                    scaler_skipped += 1
+                else:
+                    if ema is not None:
+                        ema.update(raw)
+                    window.add({**sums, "grad_norm": grad_norm}, items)
             else:
                 opt.step()
                 if ema is not None:
                     ema.update(raw)
                 window.add({**sums, "grad_norm": grad_norm}, items)
             lr = opt.param_groups[0]["lr"]
-            sched.step()
+            with warnings.catch_warnings():
+                # an update skipped before the first optimizer step (fp16 overflow, nonfinite="skip")
+                # still advances the schedule, so update k always runs at lr(k) as on resume
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+                sched.step()
             step += 1
             items_run += items
             if bad is None:
                 pbar.set_postfix(loss=f"{sums['loss']:.4f}", items_s=f"{items_run / (time.perf_counter() - t_start):.1f}",
                                  refresh=False)
             pbar.update(1)
+            if main:
+                progress.training_step(desc, step, cfg.steps, start_step, time.perf_counter() - t_start)
 
             if step % cfg.log_every == 0 or step == end_step:
                 now = time.perf_counter()
@@ -521,6 +580,9 @@ def train(
                     "items_per_s": window.items / max(now - window.t0, 1e-9),
                     "elapsed_s": elapsed_before + now - t_start,
                     "skipped": skipped,
+                    # fp16: the loss scale, and the updates its overflows skipped (not in `skipped`)
+                    **({"grad_scale": scaler.get_scale(), "fp16_overflows": scaler_skipped}
+                       if scaler is not None else {}),
                 })
                 window.reset(now)
             if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
@@ -552,6 +614,41 @@ def train(
         final_path=final_path if done else None,
         skipped=skipped,
     )
+
+
+# TrainConfig fields that change what is logged or shown, not what is trained
+_COSMETIC = ("progress", "log_every", "eval_every", "ckpt_every")
+
+
+def run_identity(cfg: TrainConfig, identity: Any = None) -> str:
+    """A digest of everything that determines a training run: the recipe (`cfg` without the
+    logging fields; `steps` included, because the learning-rate schedule depends on it) and the
+    caller's `identity` (model config, loss, data)."""
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in _COSMETIC}
+    blob = json.dumps([recipe, identity], sort_keys=True, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _set_aside_stale(out_dir: Path, run_id: str, desc: str) -> None:
+    """A checkpoint of another run (another recipe, model or data) in out_dir: move it and its
+    final weights and metrics to out_dir/stale-<its id>/, so the run starts fresh and nothing is lost.
+    Checkpoints written before identities existed carry none and are resumed as before."""
+    ckpt_path = out_dir / "checkpoint.pt"
+    state = load_checkpoint(ckpt_path)
+    saved = state.get("identity")
+    if saved is None:  # written before identities existed: resumed as before (a changed recipe warns)
+        return
+    if saved == run_id:
+        return
+    target = out_dir / f"stale-{saved}"
+    target.mkdir(exist_ok=True)
+    for name in ("checkpoint.pt", "final.pt", "metrics.jsonl", "train_config.json"):
+        if (out_dir / name).exists():
+            os.replace(out_dir / name, target / name)
+    msg = (f"{desc}: {ckpt_path} was written by another run (identity {saved}, now {run_id}: the recipe, "
+           f"model or data changed); moved it to {target} and starting fresh")
+    warnings.warn(msg, stacklevel=3)
+    _say(msg, True)
 
 
 def _norm(v: Any) -> Any:

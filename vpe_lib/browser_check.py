@@ -1,0 +1,173 @@
+"""Open report pages in headless Chromium and report what a reader would hit: console errors,
+uncaught exceptions, failed requests (any request to the network fails here: the pages must
+work offline), and images or animations that did not load.
+
+Talks to Chromium over the DevTools protocol (websocket-client). Chromium is Debian's
+`chromium` package (`apt-get install chromium`); `find_chromium()` returns None where it is
+missing, and the tests skip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+@dataclass
+class PageCheck:
+    page: str
+    console_errors: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
+    broken_images: list[str] = field(default_factory=list)
+    n_images: int = 0
+    n_animations: int = 0  # GIF / APNG images and <video> elements
+    title: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not (self.console_errors or self.failed_requests or self.broken_images)
+
+    def problems(self) -> str:
+        out = [f"console: {e}" for e in self.console_errors] + [f"request failed: {r}" for r in self.failed_requests]
+        return "; ".join(out + [f"image did not load: {i}" for i in self.broken_images])
+
+
+def find_chromium() -> str | None:
+    for name in CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class _DevTools:
+    def __init__(self, ws_url: str):
+        import websocket  # websocket-client
+
+        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def call(self, method: str, session: str | None = None, **params) -> dict:
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        self.ws.send(json.dumps(msg))
+        while True:
+            reply = json.loads(self.ws.recv())
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"DevTools {method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def drain(self, seconds: float) -> None:
+        """Collect events for `seconds` (late console errors, late requests)."""
+        end = time.monotonic() + seconds
+        self.ws.settimeout(0.1)
+        try:
+            while time.monotonic() < end:
+                try:
+                    self.events.append(json.loads(self.ws.recv()))
+                except Exception:  # a timeout: nothing arrived in this slice
+                    pass
+        finally:
+            self.ws.settimeout(30)
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+_IMAGES_JS = """
+(() => {
+  const imgs = Array.from(document.images);
+  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => (i.src || '').slice(0, 80));
+  const anim = imgs.filter(i => /^data:image\\/(gif|apng)|\\.(gif|apng)$/i.test(i.src)).length
+               + document.querySelectorAll('video').length;
+  return JSON.stringify({n: imgs.length, broken: broken, anim: anim, title: document.title});
+})()
+"""
+
+
+def check_pages(pages: list[Path], *, chromium: str | None = None, settle_s: float = 1.0,
+                load_timeout_s: float = 60.0) -> list[PageCheck]:
+    """Open each page (a local HTML file) in one headless Chromium; one PageCheck per page."""
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("no Chromium found (apt-get install chromium)")
+    with tempfile.TemporaryDirectory(prefix="vpe-chromium-") as profile:
+        proc = subprocess.Popen(
+            [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--no-first-run", "--no-default-browser-check", "--remote-debugging-port=0",
+             f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            ws_url = _devtools_url(proc)
+            dev = _DevTools(ws_url)
+            try:
+                return [_check_one(dev, Path(p), settle_s, load_timeout_s) for p in pages]
+            finally:
+                dev.close()
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _devtools_url(proc: subprocess.Popen, timeout_s: float = 30.0) -> str:
+    end = time.monotonic() + timeout_s
+    seen = []
+    while time.monotonic() < end:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line.strip())
+        m = re.search(r"DevTools listening on (ws://\S+)", line)
+        if m:
+            return m.group(1)
+    raise RuntimeError("Chromium did not start its DevTools endpoint: " + " | ".join(seen[-5:]))
+
+
+def _check_one(dev: _DevTools, page: Path, settle_s: float, load_timeout_s: float) -> PageCheck:
+    target = dev.call("Target.createTarget", url="about:blank")["targetId"]
+    session = dev.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    for domain in ("Runtime", "Log", "Network", "Page"):
+        dev.call(f"{domain}.enable", session)
+    dev.events.clear()
+    dev.call("Page.navigate", session, url=page.resolve().as_uri())
+    end = time.monotonic() + load_timeout_s
+    while not any(e.get("method") == "Page.loadEventFired" and e.get("sessionId") == session for e in dev.events):
+        if time.monotonic() > end:
+            raise TimeoutError(f"{page} did not finish loading in {load_timeout_s:.0f} s")
+        dev.drain(0.2)
+    dev.drain(settle_s)
+    res = dev.call("Runtime.evaluate", session, expression=_IMAGES_JS, returnByValue=True)
+    info = json.loads(res["result"]["value"])
+    check = PageCheck(page=page.name, n_images=info["n"], broken_images=info["broken"],
+                      n_animations=info["anim"], title=info["title"])
+    urls: dict[str, str] = {}
+    for e in dev.events:
+        if e.get("sessionId") != session:
+            continue
+        method, p = e.get("method"), e.get("params", {})
+        if method == "Network.requestWillBeSent":
+            urls[p["requestId"]] = p["request"]["url"][:120]
+        elif method == "Network.loadingFailed":
+            check.failed_requests.append(f"{urls.get(p['requestId'], '?')} ({p.get('errorText')})")
+        elif method == "Runtime.exceptionThrown":
+            d = p["exceptionDetails"]
+            check.console_errors.append(d.get("exception", {}).get("description", d.get("text", "exception")))
+        elif method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            check.console_errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in p["args"]))
+        elif method == "Log.entryAdded" and p["entry"]["level"] == "error":
+            check.console_errors.append(p["entry"]["text"][:200])
+    dev.call("Target.closeTarget", targetId=target)
+    return check
