@@ -8,7 +8,7 @@ PROFILE ?= cpu
 RUN_DIR ?= runs/$(PROFILE)
 REPORT_DIR ?= reports
 
-.PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-predict bench-mv clean
+.PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-predict bench-mv bench-loader clean
 
 install: $(STAMP)
 
@@ -73,6 +73,12 @@ bench-predict: $(STAMP)
 
 bench-mv: $(STAMP)
 	$(BIN)/python bench/bench_motion_vectors.py $(BENCH_ARGS)
+
+# Clips/s the pretraining batches arrive at: in the training thread vs a DataLoader with 0 / 1 / 2 workers
+# (16x64x64 clips of a small generated PushWorld set), against what the cpu profile's tokenizer training
+# step consumes. e.g. make bench-loader BENCH_ARGS="--data runs/cpu/data/pushworld --workers 0,2,4 --batch 64"
+bench-loader: $(STAMP)
+	$(BIN)/python bench/bench_loader.py $(BENCH_ARGS)
 
 # e.g. make bench-mfu BENCH_ARGS="--batch 32 --compile"
 bench-mfu: $(STAMP)

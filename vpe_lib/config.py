@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from vpe_lib.data.loader import check_loader_settings
 from vpe_lib.data.pushworld import PushWorldConfig
 from vpe_lib.masking import MASKINGS
 from vpe_lib.models.encoders import ENCODERS
@@ -287,9 +288,16 @@ class RuntimeConfig:
     # is consulted when a stage starts (vpe_lib.train.device.resolve_device), not here: a config may
     # be written on a laptop for a GPU node.
     device: str = "auto"
+    # Pretraining batches (tokenizer clips, predictor tokens) built ahead by this many DataLoader
+    # worker processes (vpe_lib.data.loader): the same batches in the same order, so it changes
+    # speed, never results. 0 = in the training process, as always (the default: on 2 CPU cores
+    # workers would take cores from training). loader_prefetch: batches each worker keeps ready.
+    loader_workers: int = 0
+    loader_prefetch: int = 2
 
     def __post_init__(self) -> None:
         check_device_spec(self.device)
+        check_loader_settings(self.loader_workers, self.loader_prefetch)
 
 
 @dataclass
