@@ -8,7 +8,7 @@ PROFILE ?= cpu
 RUN_DIR ?= runs/$(PROFILE)
 REPORT_DIR ?= reports
 
-.PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-predict bench-mv clean
+.PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-predict bench-mv bench-loader clean
 
 install: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	$(BIN)/python -m ipykernel install --sys-prefix --name vpe --display-name "Python (vpe)"
+	$(BIN)/python -c "from vpe_lib.report import ensure_kernel; ensure_kernel()"  # the kernel vpe report uses (quiet log)
 	touch $(STAMP)
 
 report: $(STAMP)
@@ -73,6 +73,12 @@ bench-predict: $(STAMP)
 
 bench-mv: $(STAMP)
 	$(BIN)/python bench/bench_motion_vectors.py $(BENCH_ARGS)
+
+# Clips/s the pretraining batches arrive at: in the training thread vs a DataLoader with 0 / 1 / 2 workers
+# (16x64x64 clips of a small generated PushWorld set), against what the cpu profile's tokenizer training
+# step consumes. e.g. make bench-loader BENCH_ARGS="--data runs/cpu/data/pushworld --workers 0,2,4 --batch 64"
+bench-loader: $(STAMP)
+	$(BIN)/python bench/bench_loader.py $(BENCH_ARGS)
 
 # e.g. make bench-mfu BENCH_ARGS="--batch 32 --compile"
 bench-mfu: $(STAMP)

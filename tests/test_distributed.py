@@ -1,9 +1,12 @@
 """Distributed data parallel: 2 CPU processes (gloo, launched by torchrun) train exactly what
 1 process trains with the same global batch; sharding, accumulation, non-finite skips, resume
-(also across world sizes), rank-0-only files, LFQ's cross-rank entropy.
+(also across world sizes), rank-0-only files, LFQ's cross-rank entropy, the prediction
+transformers; and the pipeline's own command, ``torchrun ... -m vpe_lib.cli stage pretrain|predict``,
+whose finished stage a later single process (the report's notebook) finds done.
 
 The torchrun launch happens once per session (module fixture) and runs every scenario; this
 file is also the worker script: ``python -m torch.distributed.run ... tests/test_distributed.py OUT``.
+The stage commands are a second module fixture (one smoke-sized run directory).
 """
 
 from __future__ import annotations
@@ -19,13 +22,17 @@ import warnings
 from collections import namedtuple
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from vpe_lib.cli import parse_overrides
 from vpe_lib.models import TokenizerConfig, VQVAE3D
 from vpe_lib.models.discriminator import DiscriminatorConfig
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig, TokenizerTrainer
+from vpe_lib.models.transformer import TransformerConfig, build_predictor
+from vpe_lib.stages.predict_stage import TokenBatches, predict_step
 from vpe_lib.train import TrainConfig, load_checkpoint, train
 from vpe_lib.train.distributed import (
     DistInfo,
@@ -105,6 +112,24 @@ def trainer_step(trainer, clips):
     return trainer(clips)
 
 
+PREDICTOR = TransformerConfig(codebook_size=16, grid=(2, 4, 4), cond_frames=1, dim=16, depth=1, heads=2)
+
+
+def predictor(kind: str) -> nn.Module:
+    torch.manual_seed(0)
+    return build_predictor(kind, PREDICTOR)
+
+
+def _random_tokens(n: int = 12) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return {"codes": rng.integers(0, 16, (n, 2, 4, 4)).astype(np.int16),
+            "cond": rng.integers(0, 16, (n, 1, 4, 4)).astype(np.int16)}
+
+
+# the prediction stage's own batches: codes, condition codes and masks (cosine-schedule ratios)
+token_batches = TokenBatches(_random_tokens(), batch_size=4, seed=0)
+
+
 def cfg(**kw) -> TrainConfig:
     base = dict(steps=5, lr=1e-2, warmup_steps=1, log_every=1, ckpt_every=2, progress=False)
     return TrainConfig(**{**base, **kw})
@@ -120,6 +145,8 @@ SCENARIOS = {
     "lfq": (lambda: tokenizer("lfq"), tokenizer_step, clip_batches, cfg(steps=3, lr=1e-3), [None]),
     "vq": (lambda: tokenizer("vq"), tokenizer_step, clip_batches, cfg(steps=2, lr=1e-3), [None]),
     "gan": (gan_trainer, trainer_step, clip_batches, cfg(steps=3, lr=1e-3), [None]),
+    "masked": (lambda: predictor("masked"), predict_step, token_batches, cfg(steps=2, lr=1e-3), [None]),
+    "ar": (lambda: predictor("ar"), predict_step, token_batches, cfg(steps=2, lr=1e-3), [None]),
 }
 
 
@@ -201,20 +228,35 @@ def test_warns_when_codebook_was_built_without_process_group():
 # ---------------------------------------------------------------------------- 2 processes vs 1
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def torchrun(args: list[str], timeout: float) -> float:
+    """`torchrun --standalone --nproc_per_node=2 ARGS` (its rendezvous picks a free port), with
+    this checkout first on the path; fails the test with both outputs' tails. Seconds taken."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}", *args]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"torchrun {' '.join(args)} timed out after {timeout:.0f}s:\n{(err.stderr or b'')[-6000:]!r}")
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        pytest.fail(f"torchrun {' '.join(args)} failed ({proc.returncode}) after {elapsed:.1f}s:\n"
+                    f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return elapsed
+
+
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
     """Launch the scenarios once under torchrun (2 CPU processes, gloo)."""
     out = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           str(Path(__file__).resolve()), str(out)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
-    elapsed = time.perf_counter() - t0
-    if proc.returncode != 0:
-        pytest.fail(f"torchrun failed ({proc.returncode}) after {elapsed:.1f}s:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    # minutes of margin: on a loaded 2-core machine the launch has taken 15 s (idle) to 200 s
+    elapsed = torchrun([str(Path(__file__).resolve()), str(out)], timeout=600)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     return out, ranks, elapsed
 
@@ -338,6 +380,132 @@ def test_adversarial_tokenizer_under_ddp(ddp_results, tmp_path):
     assert any("d_loss" in h for h in gan["history"])
     _assert_close(gan["state"], single["state"], atol=1e-4)  # measured: max |dw| 6e-8
     assert gan["state"]["lecam_real"] == pytest.approx(float(single["state"]["lecam_real"]), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_prediction_transformers_under_ddp(ddp_results, tmp_path):
+    """Both predictors train through `train` on 2 ranks with their stage's batches (codes, condition,
+    masks): the weights stay identical on both ranks; the AR model's loss is a mean over all tokens,
+    so it also matches 1 process with the global batch (the masked model's loss is a mean over each
+    rank's masked positions, whose counts differ between the shards: close, not equal)."""
+    out, ranks, _ = ddp_results
+    for kind in ("masked", "ar"):
+        a, b = ranks[0][kind], ranks[1][kind]
+        _assert_close(a["state"], b["state"], atol=0)
+        assert a["step"] == b["step"] == 2 and (out / kind / "final.pt").exists()
+        before = predictor(kind).state_dict()
+        assert any(not torch.equal(a["state"][k], before[k]) for k in before)  # it did train
+        assert all(np.isfinite(loss) for _, loss in _losses(a["history"]))
+    _assert_close(ranks[0]["ar"]["state"], _single("ar", tmp_path)["state"], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- `vpe stage` under torchrun
+
+# smoke-sized stages: a few updates each, no side studies
+STAGE_SETS = {
+    "pretrain": ["pretrain.train.steps=4", "pretrain.train.log_every=2", "pretrain.train.ckpt_every=2",
+                 "pretrain.compare_quantizers=[]", "pretrain.compare_steps=0",
+                 "run.loader_workers=1"],  # and the clips read by a DataLoader worker on each rank
+    "predict": ["predict.train.steps=2", "predict.train.log_every=1", "predict.study_maskings=[]"],
+}
+
+
+def _sets(stage: str) -> list[str]:
+    return [a for item in STAGE_SETS[stage] for a in ("--set", item)]
+
+
+@pytest.fixture(scope="module")
+def stage_run(tmp_path_factory):
+    """The data stage in this process, then `stage pretrain` and `stage predict` on 2 ranks."""
+    from vpe_lib.stages.runner import run_stage
+
+    run_dir = tmp_path_factory.mktemp("stages") / "run"
+    with _one_thread():
+        run_stage("data", "smoke", run_dir, progress=False)
+    seconds = {}
+    for stage in ("pretrain", "predict"):
+        seconds[stage] = torchrun(["-m", "vpe_lib.cli", "stage", stage, "--profile", "smoke", "--run-dir",
+                                   str(run_dir), "--no-progress", *_sets(stage)], timeout=600)
+    return run_dir, seconds
+
+
+@pytest.mark.slow
+def test_stage_pretrain_under_two_ranks(stage_run):
+    run_dir, _ = stage_run
+    pre = run_dir / "pretrain"
+    for name in ("config.json", "final.pt", "checkpoint.pt", "metrics.json", "metrics.jsonl", "samples.npz",
+                 "rate_distortion.json", "train_config.json"):
+        assert (pre / name).exists(), name
+    ckpt = load_checkpoint(pre / "checkpoint.pt")
+    assert ckpt["step"] == 4 and ckpt["world_size"] == WORLD
+    metrics = json.loads((pre / "metrics.json").read_text())
+    assert metrics["tokenizer/steps"] == 4 and np.isfinite(metrics["tokenizer/psnr_db"])
+    # rank 0 alone appended: each logged step once (log_every=2), then the final evaluation
+    records = [json.loads(line) for line in (pre / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [2, 4]
+    assert [r["step"] for r in records if "eval/psnr_db" in r] == [4]
+    assert json.loads((pre / "config.json").read_text())["run"]["loader_workers"] == 1
+    assert not [p for p in pre.iterdir() if p.name.startswith(".")]  # no temp files left behind
+    from vpe_lib.stages.pretrain_stage import load_tokenizer
+
+    load_tokenizer(run_dir)  # what the later stages read
+
+
+@pytest.mark.slow
+def test_finished_stage_is_done_for_the_report(stage_run):
+    """What `vpe report` does next: the notebook runs the same stage function in one process, and
+    the stage trained on 2 ranks is found at its last step: nothing trains, nothing is rewritten."""
+    from vpe_lib.stages.runner import run_stage
+
+    run_dir, _ = stage_run
+    pre, pred = run_dir / "pretrain", run_dir / "predict"
+    # final.pt too: the prediction stage's token cache and runs are keyed by its digest
+    trained = [pre / "checkpoint.pt", pre / "final.pt", pre / "metrics.jsonl",
+               *sorted(pred.glob("*/*/checkpoint.pt")), *sorted(pred.glob("*/*/final.pt"))]
+    assert len(trained) == 7
+    before = {path: path.read_bytes() for path in trained}
+    ddp_metrics = json.loads((pre / "metrics.json").read_text())
+    with _one_thread():
+        metrics = run_stage("pretrain", "smoke", run_dir, parse_overrides(STAGE_SETS["pretrain"]), progress=False)
+        predict = run_stage("predict", "smoke", run_dir, parse_overrides(STAGE_SETS["predict"]), progress=False)
+    assert {path: path.read_bytes() for path in trained} == before
+    assert sorted(pred.glob("*/*/checkpoint.pt")) == sorted(p for p in trained if p.parent.parent.parent == pred
+                                                             and p.name == "checkpoint.pt")  # no new run
+    assert metrics["tokenizer/steps"] == 4
+    # the same weights evaluated again: the same numbers (the training time is the 2-rank run's)
+    assert metrics["tokenizer/psnr_db"] == pytest.approx(ddp_metrics["tokenizer/psnr_db"], abs=1e-9)
+    assert metrics["tokenizer/train_wall_s"] == pytest.approx(ddp_metrics["tokenizer/train_wall_s"], abs=5.0)
+    assert np.isfinite(predict["predict/masked/nll_bits_per_token"])
+
+
+@pytest.mark.slow
+def test_stage_predict_under_two_ranks(stage_run):
+    run_dir, _ = stage_run
+    pred = run_dir / "predict"
+    metrics = json.loads((pred / "metrics.json").read_text())
+    for kind in ("masked", "ar"):
+        folder = pred / kind / json.loads((pred / kind / "latest.json").read_text())["folder"]
+        assert (folder / "final.pt").exists() and (folder / "transformer.json").exists()
+        ckpt = load_checkpoint(folder / "checkpoint.pt")
+        assert ckpt["step"] == 2 and ckpt["world_size"] == WORLD
+        assert np.isfinite(metrics[f"predict/{kind}/nll_bits_per_token"])
+    assert sorted(p.name.split("_")[0] for p in (pred / "tokens").iterdir()) == ["test", "train", "val"]
+    assert (pred / "samples.npz").exists() and (pred / "per_frame_psnr.json").exists()
+
+
+def test_stage_rejects_what_cannot_split():
+    from vpe_lib.config import ConfigError, get_config
+    from vpe_lib.stages.runner import check_world, run_stage
+
+    cfg = get_config("smoke", {"pretrain.train.batch_size": 6})
+    check_world(cfg, "pretrain", 2)
+    with pytest.raises(ConfigError, match=r"pretrain.train.batch_size=6 does not split evenly over 4 ranks"):
+        check_world(cfg, "pretrain", 4)
+    check_world(cfg, "data", 4)  # rank 0 alone builds the data
+    with pytest.raises(ConfigError, match=r"run.device='cuda:1' would put all 2 ranks on one GPU"):
+        check_world(get_config("smoke", {"run.device": "cuda:1"}), "predict", 2)
+    with pytest.raises(ConfigError, match="valid: data, pretrain, predict"):
+        run_stage("heads", "smoke", "unused")
 
 
 if __name__ == "__main__":  # the torchrun worker

@@ -240,6 +240,13 @@ def test_latents_stage_at_smoke_scale(tmp_path):
                 "example_frames", "example_fate", "example_fate_score_masked"):
         assert key in z.files, key
     assert z["embedding_pretrained"].shape[1] == 2
+    # the UMAP explorer reads the embedding with the pixels under each embedded token
+    stride = cfg.pretrain.tokenizer.spatial_factor
+    assert z["token_patches"].shape == (len(z["embedding_pretrained"]), stride, stride, 3)
+    from vpe_lib.explorers import umap_explorer
+
+    ex = umap_explorer(tmp_path, features="random")
+    assert sum(ex.summary().values()) == len(ex.selected())
     assert list((out / "motion_cache").glob("*.npy"))  # the codec vectors are cached per video
     again = run_latents_stage(cfg, tmp_path, out, log=logs.append)
     timing = [k for k in m if k.endswith("wall_s")]

@@ -136,3 +136,13 @@ def test_a_missing_gpu_fails_before_any_notebook(tmp_path, fake_notebooks):
     with pytest.raises(DeviceError, match="run.device='cuda'"):
         build(tmp_path, overrides={"run.device": "cuda"})
     assert fake_notebooks == [] and not (tmp_path / "out").exists()
+
+
+def test_only_reruns_its_notebooks_and_links_the_run_s_other_pages(tmp_path, fake_notebooks):
+    build(tmp_path)
+    fake_notebooks.clear()
+    summary = build(tmp_path, only=["04_latent_analysis"], force=["latents"])
+    assert fake_notebooks == ["04_latent_analysis"]
+    assert set(summary["pages_from_earlier_runs"]) == set(ALL) - {"04_latent_analysis"}
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert all(f'href="{n}.html"' in index for n in ALL) and "from an earlier run" in index

@@ -1,9 +1,10 @@
-"""`vpe` command line: report, config, generate."""
+"""`vpe` command line: report, stage, config, generate."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def main(argv: list[str] | None = None) -> int:
                      help="re-run these stages even if nothing they depend on changed (e.g. --force heads)")
     rep.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout (s)")
 
+    stg = sub.add_parser("stage", help="run one stage (data, pretrain, predict) outside the notebooks; "
+                                       "data-parallel when launched by torchrun",
+                         description="Run one stage into RUN_DIR/<stage>/, e.g. "
+                                     "`torchrun --standalone --nproc_per_node=8 -m vpe_lib.cli stage pretrain "
+                                     "--profile gpu --run-dir runs/gpu`; a later `vpe report` with the same "
+                                     "profile, run dir and --set values finds it trained.")
+    stg.add_argument("stage", choices=("data", "pretrain", "predict"))
+    stg.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
+    stg.add_argument("--run-dir", default=None, help="where stage artifacts go (default runs/<profile>)")
+    stg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    stg.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
     cfg = sub.add_parser("config", help="print the resolved config of a profile")
     cfg.add_argument("--profile", default="cpu")
     cfg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -61,6 +74,18 @@ def main(argv: list[str] | None = None) -> int:
                               videos_per_shard=d.videos_per_shard, seed=d.seed, workers=d.workers)
             print(f"{r.n_videos} videos ({r.generated_shards} shards generated, {r.reused_shards} reused) "
                   f"in {r.wall_time_s:.1f} s -> {r.root}")
+        elif args.command == "stage":
+            from vpe_lib.stages.common import MissingArtifactError
+            from vpe_lib.stages.runner import run_stage
+
+            run_dir = Path(args.run_dir or f"runs/{args.profile}").resolve()  # as `vpe report` takes it
+            try:
+                metrics = run_stage(args.stage, args.profile, run_dir, overrides, progress=args.progress)
+            except MissingArtifactError as err:  # an earlier stage not run: say which, no traceback
+                print(f"vpe stage: {err}", file=sys.stderr)
+                return 1
+            if os.environ.get("RANK", "0") == "0":  # torchrun: one line, not one per rank
+                print(f"stage {args.stage}: {len(metrics)} metrics in {run_dir / args.stage / 'metrics.json'}")
         elif args.command == "report":
             from vpe_lib.report import ReportError, build_report
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from vpe_lib.data.loader import check_loader_settings
 from vpe_lib.data.pushworld import PushWorldConfig
 from vpe_lib.masking import MASKINGS
 from vpe_lib.models.encoders import ENCODERS
@@ -287,9 +288,16 @@ class RuntimeConfig:
     # is consulted when a stage starts (vpe_lib.train.device.resolve_device), not here: a config may
     # be written on a laptop for a GPU node.
     device: str = "auto"
+    # Pretraining batches (tokenizer clips, predictor tokens) built ahead by this many DataLoader
+    # worker processes (vpe_lib.data.loader): the same batches in the same order, so it changes
+    # speed, never results. 0 = in the training process, as always (the default: on 2 CPU cores
+    # workers would take cores from training). loader_prefetch: batches each worker keeps ready.
+    loader_workers: int = 0
+    loader_prefetch: int = 2
 
     def __post_init__(self) -> None:
         check_device_spec(self.device)
+        check_loader_settings(self.loader_workers, self.loader_prefetch)
 
 
 @dataclass
@@ -459,10 +467,11 @@ def _cpu() -> RunConfig:
     )
 
 
-def _gpu() -> RunConfig:
-    """BAIR scale: 16x64x64 clips -> 4x16x16 tokens, MAGVIT-B-like tokenizer."""
+def _gpu_long() -> RunConfig:
+    """BAIR scale for a real run (hours on one GPU; resumable stage by stage and run by run):
+    16x64x64 clips -> 4x16x16 tokens, a MAGVIT-B-like tokenizer with the GAN, 20,000 videos."""
     return RunConfig(
-        profile="gpu",
+        profile="gpu-long",
         data=DataConfig(
             world=PushWorldConfig(height=64, width=64, n_frames=30),
             n_train_videos=20_000,
@@ -515,6 +524,33 @@ def _gpu() -> RunConfig:
     )
 
 
+def _gpu() -> RunConfig:
+    """gpu-long's shapes and models (16x64x64 clips, the BAIR-preset tokenizer, 512-wide transformers)
+    with budgets sized for about 10 minutes on one H100/H200, so one lent device call runs and checks
+    the whole report. The sizes are an estimate, not yet a measurement: the BAIR-preset tokenizer
+    costs 833 GFLOP per clip forward + backward (bench-mfu's FLOP count), so at 35% of an H200's
+    989 bf16 TFLOP/s it trains at ~420 clips/s (1,200 x 32 clips: ~90 s); a 512-wide, 8-deep
+    transformer over 1,024 tokens costs ~0.2 TFLOP per clip (~1,700 clips/s: ~60 s per model)."""
+    cfg = _gpu_long()
+    cfg.profile = "gpu"
+    cfg.data = dataclasses.replace(cfg.data, n_train_videos=4000, n_test_videos=200, videos_per_shard=200, workers=16)
+    p = cfg.pretrain
+    p.loss = dataclasses.replace(p.loss, adversarial=False)  # the GAN starts after ~20k updates in MAGVIT's recipe
+    p.train = dataclasses.replace(p.train, steps=1200, batch_size=32, warmup_steps=100, ckpt_every=400, eval_every=400)
+    p.n_eval_clips, p.compare_quantizers, p.compare_steps = 128, (), 0  # the quantizer comparison: gpu-long
+    pr = cfg.predict
+    pr.train = dataclasses.replace(pr.train, steps=1500, warmup_steps=100, eval_every=500, ckpt_every=500)
+    pr.study_maskings, pr.study_budgets, pr.study_seeds = ("random", "mgm"), (1.0, 1 / 3), (0,)
+    pr.probe_videos = 200
+    s = cfg.seg
+    s.encoders = ("tokenizer", "random_tokenizer", "masked", "random_masked")
+    s.label_pcts = (10.0, 100.0)
+    s.train = dataclasses.replace(s.train, steps=300, warmup_steps=30, eval_every=60, ckpt_every=0)
+    s.frame_stride, s.test_frame_stride = 6, 5  # 40k labelled frames with flips: features fit in host RAM
+    cfg.analysis = dataclasses.replace(cfg.analysis, n_points=4000, probe_train_videos=200, probe_test_videos=100)
+    return cfg
+
+
 def _study() -> RunConfig:
     """The cpu profile's data and tokenizer recipe with the study's grid (about 75 minutes on 2 idle
     cores, estimated from the cpu report's stage times; resumable stage by stage and run by run):
@@ -545,7 +581,8 @@ def _study() -> RunConfig:
     return cfg
 
 
-PROFILES: dict[str, Callable[[], RunConfig]] = {"smoke": _smoke, "cpu": _cpu, "study": _study, "gpu": _gpu}
+PROFILES: dict[str, Callable[[], RunConfig]] = {"smoke": _smoke, "cpu": _cpu, "study": _study, "gpu": _gpu,
+                                                "gpu-long": _gpu_long}
 
 
 # ---------------------------------------------------------------------------

@@ -329,7 +329,7 @@ def umap_explorer(run_dir: str | Path, *, features: str = "pretrained", **kw) ->
 
     path = require(run_dir, "latents", "latents.npz") / "latents.npz"
     arrays = np.load(path)
-    keys = [f"embedding_{features}", f"patches_{features}", f"majority_{features}"]
+    keys = [f"embedding_{features}", "token_patches", f"majority_{features}"]
     missing = [k for k in keys if k not in arrays]
     if missing:
         raise KeyError(f"{path} has no {', '.join(missing)}: it was written by an older version of stage 04; "

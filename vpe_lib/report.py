@@ -152,15 +152,20 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
     wall: dict[str, float] = {}
     computed_wall: dict[str, float] = {}
     cached: list[str] = []
+    earlier: list[str] = []  # pages rendered from an earlier run's executed notebook (outside `only`)
     pages: list[tuple[str, str]] = []
     error: ReportError | None = None
     kernel_name = kernel
     total_start = time.perf_counter()
     for nb in all_notebooks:
-        if only and nb.stem not in only:
-            continue
         stage = stage_of_notebook(nb.stem)
         executed = run_dir / "notebooks" / nb.name
+        if only and nb.stem not in only:
+            if executed.exists():  # not run now, but the run has it: the index links every page there is
+                _render_html(executed, out_dir / f"{nb.stem}.html")
+                pages.append((nb.stem, f"{nb.stem}.html"))
+                earlier.append(nb.stem)
+            continue
         start = time.perf_counter()
         stamp = read_stamp(run_dir, stage)
         reason = why_stale(stamp, keys[stage])
@@ -204,6 +209,7 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
         # each stage's time when it was computed (a cached stage's from its earlier run)
         "computed_wall_time_s": {k: round(v, 2) for k, v in computed_wall.items()},
         "cached_stages": cached,
+        "pages_from_earlier_runs": earlier,
         "metrics": metrics,
         "status": "failed" if error else "ok",
         "overrides": dict(overrides or {}),
@@ -220,6 +226,8 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
 def _page_time(summary: dict[str, Any], name: str) -> str:
     """'412 s', or for a stage skipped as unchanged '412 s, cached' (its time when it was computed)."""
     computed = summary.get("computed_wall_time_s", {}).get(name, summary["wall_time_s"].get(name, 0))
+    if name in summary.get("pages_from_earlier_runs", ()):
+        return "from an earlier run"
     return f"{computed:.0f} s" + (", cached" if name in summary.get("cached_stages", ()) else "")
 
 

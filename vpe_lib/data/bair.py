@@ -32,6 +32,7 @@ from PIL import Image
 from .clips import IndexedSource, resize_frames
 from .errors import DataError
 from .frames import natural_key
+from .tfrecord_index import is_index_file, load_index, save_index
 
 __all__ = ["BairHdf5Source", "BairTFRecordSource", "crc32c", "masked_crc32c", "iter_tfrecord",
            "write_tfrecord", "parse_example", "encode_example", "is_tfrecord"]
@@ -108,9 +109,10 @@ def masked_crc32c(data) -> int:
 
 
 def is_tfrecord(path) -> bool:
-    """A file named *.tfrecord, *.tfrecords or a shard like train.tfrecord-00000-of-00004."""
+    """A file named *.tfrecord, *.tfrecords or a shard like train.tfrecord-00000-of-00004 (not
+    the index this module saves beside one, whose name holds the data file's)."""
     p = Path(path)
-    return ".tfrecord" in p.name.lower() and p.is_file()
+    return ".tfrecord" in p.name.lower() and not is_index_file(p) and p.is_file()
 
 
 def _records(path: Path, verify_crc: bool) -> Iterator[tuple[int, int, bytes | None, str | None]]:
@@ -383,6 +385,9 @@ class BairTFRecordSource(IndexedSource):
     files. Indexing reads every record once (verifying CRCs unless
     ``verify_crc=False``, parsing the Example, checking each frame's byte size)
     and keeps only (file, offset, length); ``read_clip`` re-reads one record.
+    The index is saved per file (``vpe_lib.data.tfrecord_index``: beside it, or
+    in the cache folder when the data folder is read-only) and reused by every
+    later process while the file's size and modification time are unchanged.
     Corrupt records are skipped; broken framing skips the rest of that file.
     Frames are ``'{t}/{image_key}/encoded'`` for t = 0, 1, ... (raw
     ``image_size`` x 3 bytes, or PNG/JPEG).
@@ -397,22 +402,40 @@ class BairTFRecordSource(IndexedSource):
         self.image_key, self.image_size, self.size = image_key, tuple(image_size), size
         self._raw_bytes = int(self.image_size[0] * self.image_size[1] * 3)
         self._where: list[tuple[Path, int, int]] = []  # (file, offset of the data, length)
+        # what the scan's outcome depends on besides the file itself
+        settings = {"verify_crc": bool(verify_crc), "image_key": image_key, "image_size": list(self.image_size)}
+        self.scanned: list[Path] = []  # files read in full here (the others came from their saved index)
         for path in files:
-            for k, offset, data, problem in _records(path, verify_crc):
-                rid = f"{path}#{k}"
-                if data is None:
-                    self._skip(path, f"{problem}; its remaining records are unreadable")
-                elif problem:
-                    self._skip(rid, problem)
-                else:
-                    try:
-                        n = self._count_frames(data)
-                    except (ValueError, UnicodeDecodeError) as e:
-                        self._skip(rid, f"bad tf.train.Example: {e}", e)
-                        continue
-                    if self._add(rid, n):
-                        self._where.append((path, offset + 12, len(data)))
+            records = load_index(path, settings)
+            if records is None:
+                records = self._scan(path, verify_crc)
+                save_index(path, settings, records)
+                self.scanned.append(path)
+            for r in records:  # replayed: skips and warnings are those of a scan
+                rid = f"{path}#{r['k']}"
+                if r.get("fatal"):
+                    self._skip(path, f"{r['problem']}; its remaining records are unreadable")
+                elif "problem" in r:
+                    self._skip(rid, r["problem"])
+                elif self._add(rid, r["frames"]):
+                    self._where.append((path, r["offset"], r["length"]))
         self._finish(".tfrecord(s) record")
+
+    def _scan(self, path: Path, verify_crc: bool) -> list[dict]:
+        """Every record of one file, read and checked: an index entry per record (see
+        ``vpe_lib.data.tfrecord_index``); nothing raises here, the caller decides."""
+        out: list[dict] = []
+        for k, offset, data, problem in _records(path, verify_crc):
+            if data is None:
+                out.append({"k": k, "problem": problem, "fatal": True})
+            elif problem:
+                out.append({"k": k, "problem": problem})
+            else:
+                try:
+                    out.append({"k": k, "offset": offset + 12, "length": len(data), "frames": self._count_frames(data)})
+                except (ValueError, UnicodeDecodeError) as e:
+                    out.append({"k": k, "problem": f"bad tf.train.Example: {e}"})
+        return out
 
     @staticmethod
     def _files(paths) -> tuple[list[Path], Path]:

@@ -306,8 +306,9 @@ class MotionCache:
     half-written file that a later run would trust.
     """
 
-    def __init__(self, root):
+    def __init__(self, root, *, write: bool = True):
         self.root = Path(root)
+        self.write = write  # False: compute what is missing, keep it out of the cache (torchrun ranks > 0)
         self.hits = self.misses = 0
 
     def path_for(self, key_parts: dict) -> Path:
@@ -333,8 +334,9 @@ class MotionCache:
             self.hits += 1
             return arr
         arr = np.asarray(compute(), np.float32)
-        with atomic_open(path, "wb") as f:
-            np.save(f, arr)
+        if self.write:
+            with atomic_open(path, "wb") as f:
+                np.save(f, arr)
         self.misses += 1
         return arr
 

@@ -198,6 +198,15 @@ class PushWorldStore:
             raise DataError(f"dataset shard file {path} has shape {arr.shape}, manifest says {expected['shape']}")
         return arr
 
+    def __getstate__(self) -> dict:
+        # A memmap pickles as a full in-memory copy of its array: a DataLoader worker started by
+        # spawn / forkserver (macOS, Windows, Python >= 3.14) would receive the whole split. Send
+        # the folder instead; the worker maps the same files again.
+        return {"root": self.root, "split": self.split}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["root"], state["split"])
+
     def __len__(self) -> int:
         return self._offsets[-1]
 

@@ -30,8 +30,9 @@ from vpe_lib.masking import make_mask, mask_motion_overlap
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.transformer import TransformerConfig, build_predictor
 from vpe_lib.stages.predict_stage import load_predictor, predictor_folder, run_folder, train_predictor
-from vpe_lib.stages.pretrain_stage import read_history
+from vpe_lib.stages.pretrain_stage import loader_settings, read_history
 from vpe_lib.train.device import module_device
+from vpe_lib.train.distributed import is_main_process
 
 
 def budget_name(fraction: float) -> str:
@@ -132,7 +133,7 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_k
     device = module_device(tokenizer) if device is None else torch.device(device)
     p = cfg.predict
     grid = tcfg.grid
-    cache = MotionCache(out / "motion_cache")
+    cache = MotionCache(out / "motion_cache", write=is_main_process())  # torchrun: rank 0 writes, all compute
     m: dict[str, float] = {}
     m.update(measure_motion_cost(stores["test"], range(min(4, len(stores["test"])))))
     motions = {}
@@ -193,7 +194,8 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_k
                 result = train_predictor("masked", tcfg, tokens["train"], train_cfg, folder,
                                          masking=strategy, mask_ratio=p.study_mask_ratio,
                                          motion=motions.get("train") if strategy == "mgm" else None,
-                                         desc=f"masking [{name} seed {seed}]", device=device)
+                                         desc=f"masking [{name} seed {seed}]", device=device,
+                                         **loader_settings(cfg))
                 per_seed.setdefault(name, []).append({**score(result.model), "train_wall_s": result.wall_time_s})
     tok_device = module_device(tokenizer)
     with torch.no_grad():

@@ -35,6 +35,7 @@ from einops import rearrange, repeat
 
 from vpe_lib.config import RunConfig
 from vpe_lib.atomic import atomic_open
+from vpe_lib.data.loader import batch_source
 from vpe_lib.data.motion import remove_camera_motion
 from vpe_lib.data.samplers import from_unit_range, to_unit_range
 from vpe_lib.data.store import PushWorldStore
@@ -46,6 +47,7 @@ from vpe_lib.stages.common import require, stage_device, write_json, write_metri
 from vpe_lib.stages.pretrain_stage import load_tokenizer
 from vpe_lib.stages.seg_protocol import file_digest, run_key
 from vpe_lib.train.device import module_device
+from vpe_lib.train.distributed import barrier, is_main_process
 from vpe_lib.train.loop import TrainConfig, train
 
 LN2 = math.log(2.0)
@@ -92,7 +94,8 @@ def tokenize_clips(tokenizer: VQVAE3D, store: PushWorldStore, videos, *, clip_fr
 def cached_tokens(cfg: RunConfig, run_dir: Path, out: Path, tokenizer: VQVAE3D
                   ) -> tuple[dict[str, dict[str, np.ndarray]], str]:
     """Tokens of every split, cached in out/tokens/<split>_<key>.npz (key: tokenizer digest + data +
-    clip settings), and the key: whatever is trained on these tokens is keyed by it too."""
+    clip settings), and the key: whatever is trained on these tokens is keyed by it too. Under
+    torchrun rank 0 tokenizes and writes the cache; the other ranks wait, then read it."""
     p = cfg.predict
     data_dir = require(run_dir, "data", "pushworld/manifest.json") / "pushworld"
     pre = require(run_dir, "pretrain", "final.pt")
@@ -100,13 +103,15 @@ def cached_tokens(cfg: RunConfig, run_dir: Path, out: Path, tokenizer: VQVAE3D
                   p.cond_frames, cfg.seg.n_val_videos)
     train_store, test_store = PushWorldStore(data_dir, "train"), PushWorldStore(data_dir, "test")
     plan = {**prediction_videos(train_store, cfg.seg.n_val_videos), "test": (test_store, range(len(test_store)))}
-    tokens = {}
+    paths = {split: out / "tokens" / f"{split}_{key}.npz" for split in plan}
     for split, (store, videos) in plan.items():
-        path = out / "tokens" / f"{split}_{key}.npz"
-        if not path.exists():
+        if is_main_process() and not paths[split].exists():
             arrays = tokenize_clips(tokenizer, store, videos, clip_frames=p.clip_frames, cond_frames=p.cond_frames)
-            with atomic_open(path) as f:  # a killed run never leaves half a cache
+            with atomic_open(paths[split]) as f:  # a killed run never leaves half a cache
                 np.savez(f, **arrays)
+    barrier()  # (torchrun) the cache is complete before another rank reads it
+    tokens = {}
+    for split, path in paths.items():
         with np.load(path) as z:
             tokens[split] = {k: z[k] for k in z.files}
     return tokens, key
@@ -169,19 +174,24 @@ def transformer_config(cfg: RunConfig, tokenizer: VQVAE3D, grid: tuple[int, int,
 
 def train_predictor(kind: str, tcfg: TransformerConfig, tokens: dict, train_cfg: TrainConfig, out: Path, *,
                     masking: str = "random", mask_ratio: float = 0.0, motion: np.ndarray | None = None,
-                    eval_tokens: dict | None = None, desc: str = "", device: torch.device | str = "cpu"):
+                    eval_tokens: dict | None = None, desc: str = "", device: torch.device | str = "cpu",
+                    loader_workers: int = 0, loader_prefetch: int = 2):
     """One predictor trained on `device` into `out` (resumes from its checkpoint); its config beside
-    the weights. The initial weights are drawn on the CPU: the same on every device."""
+    the weights (written by rank 0 under torchrun). The initial weights are drawn on the CPU: the
+    same on every device. loader_workers > 0: batches (and their masks) built by DataLoader workers."""
     torch.manual_seed(train_cfg.seed)
     model = build_predictor(kind, tcfg).to(device)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "transformer.json", {"kind": kind, **dataclasses.asdict(tcfg)})
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "transformer.json", {"kind": kind, **dataclasses.asdict(tcfg)})
     batches = TokenBatches(tokens, batch_size=train_cfg.batch_size, seed=train_cfg.seed, masking=masking,
                            mask_ratio=mask_ratio, motion=motion)
     eval_fn = None
     if eval_tokens is not None:
         eval_fn = lambda m: {"bits_per_token": float(future_bits(m, eval_tokens).mean())}  # noqa: E731
-    return train(model, predict_step, batches, train_cfg, out, eval_fn=eval_fn, desc=desc or kind)
+    with batch_source(batches, workers=loader_workers, prefetch_factor=loader_prefetch, device=device,
+                      stop=train_cfg.steps * train_cfg.grad_accum) as batches:
+        return train(model, predict_step, batches, train_cfg, out, eval_fn=eval_fn, desc=desc or kind)
 
 
 def load_predictor(path: Path, *, codebook_size: int, grid: tuple[int, int, int], device: torch.device | str = "cpu"):
@@ -358,8 +368,9 @@ def frame_prediction(cfg: RunConfig, tokenizer: VQVAE3D, models: dict, tokens: d
         shown = cond[:n_show].repeat_interleave(p.n_shown_samples, 0)
         samples[kind] = decode(tokenizer, sample_futures(model, shown, p, seed=1)).reshape(
             n_show, p.n_shown_samples, *preds[kind].shape[1:])
-    np.savez_compressed(out / "samples.npz", true=true[:n_show], **{f"sample_{k}": v for k, v in samples.items()},
-                        **{f"ref_{k}": preds[k][:n_show] for k in ("copy_pixels", "copy_tokens", "ceiling")})
+    if is_main_process():
+        np.savez_compressed(out / "samples.npz", true=true[:n_show], **{f"sample_{k}": v for k, v in samples.items()},
+                            **{f"ref_{k}": preds[k][:n_show] for k in ("copy_pixels", "copy_tokens", "ceiling")})
     m: dict[str, float] = {"predict/first_predicted_frame": first, "predict/n_sample_clips": n,
                            "predict/moving_pixel_fraction": float(moving[:, first:].mean())}
     per_frame = {}
@@ -374,7 +385,8 @@ def frame_prediction(cfg: RunConfig, tokenizer: VQVAE3D, models: dict, tokens: d
         for j, (e, em) in enumerate(zip(whole, mov)):
             m[f"predict/{name}/frame{first + j}/psnr_db"] = psnr_db(e)
             m[f"predict/{name}/frame{first + j}/psnr_db_moving"] = psnr_db(em) if em == em else float("nan")
-    write_json(out / "per_frame_psnr.json", {"first_predicted_frame": first, "frames": per_frame})
+    if is_main_process():
+        write_json(out / "per_frame_psnr.json", {"first_predicted_frame": first, "frames": per_frame})
     return m
 
 
@@ -383,13 +395,17 @@ def frame_prediction(cfg: RunConfig, tokenizer: VQVAE3D, models: dict, tokens: d
 
 
 def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool = True) -> dict[str, float]:
+    """Under torchrun (`vpe stage predict`, vpe_lib.stages.runner) every rank trains its share of
+    each batch and computes the same evaluations; rank 0 alone writes the stage's files."""
     from vpe_lib.data.seg_sources import parse_source
+    from vpe_lib.stages.pretrain_stage import loader_settings
 
     if parse_source(cfg.data.source)[0] != "pushworld":
         # Prediction reads PushWorld clips (ground-truth motion for the moving-pixel scores); real video
         # sources are not wired in yet. Said in the metrics, never silently.
         metrics = {"predict/skipped_not_pushworld": 1.0}
-        write_metrics(out, metrics)
+        if is_main_process():
+            write_metrics(out, metrics)
         return metrics
     device = stage_device(cfg)
     p = cfg.predict
@@ -421,8 +437,10 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
         folder = run_folder(out / kind, tokens_key, tcfg, train_cfg, p.masking, p.mask_ratio)
         result = train_predictor(kind, tcfg, tokens["train"], train_cfg, folder, mask_ratio=p.mask_ratio,
                                  masking=p.masking, eval_tokens=tokens["val"], desc=f"predictor [{kind}]",
-                                 device=device)
-        write_json(out / kind / "latest.json", {"folder": folder.name})
+                                 device=device, **loader_settings(cfg))
+        if is_main_process():
+            write_json(out / kind / "latest.json", {"folder": folder.name})
+        barrier()  # (torchrun) the masking study's ranks read latest.json
         models[kind] = result.model.eval()
         bits[kind] = future_bits(models[kind], tokens["test"])
         metrics[f"predict/{kind}/train_wall_s"] = result.wall_time_s
@@ -448,5 +466,6 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
         metrics.update(run_masking_study(cfg, tokenizer, tokens, tokens_key, tcfg, stores, out, progress=progress,
                                          device=device))
         metrics["masking/wall_s"] = time.perf_counter() - t0
-    write_metrics(out, metrics)
+    if is_main_process():
+        write_metrics(out, metrics)
     return metrics

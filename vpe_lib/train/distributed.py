@@ -10,7 +10,9 @@ A stage that wants to run on N GPUs (or N CPU processes) does::
     finally:
         cleanup()
 
-launched as ``torchrun --nproc_per_node=N script.py`` (or ``--standalone`` for one node).
+launched as ``torchrun --nproc_per_node=N script.py`` (or ``--standalone`` for one node). The
+pipeline's own stages run so with ``torchrun --standalone --nproc_per_node=N -m vpe_lib.cli stage
+pretrain --profile P --run-dir R`` (``vpe_lib.stages.runner``).
 ``batches(i)`` keeps returning the i-th *global* micro-batch on every rank; ``train`` cuts each
 rank's contiguous share out of it (``shard_batch``), so N processes with global batch B give the
 gradients of one process with batch B (see ``vpe_lib.train.loop``).
