@@ -207,7 +207,7 @@ def test_stages_give_the_same_numbers_with_device_cpu_as_by_default(tmp_path):
     from vpe_lib.stages.pretrain_stage import run_pretrain_stage
 
     over = {"pretrain.compare_quantizers": [], "pretrain.compare_steps": 0, "pretrain.train.steps": 3,
-            "analysis.n_frames": 4}
+            "analysis.probe_train_videos": 2, "analysis.n_boot": 50}
     default, explicit = tmp_path / "default", tmp_path / "cpu"
     cfg, out = start_stage("smoke", default, "data", over)
     run_data_stage(cfg, out, progress=False)

@@ -90,7 +90,7 @@ class _DevTools:
 _IMAGES_JS = """
 (() => {
   const imgs = Array.from(document.images);
-  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => (i.src || '').slice(0, 80));
+  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => (i.src || '').startsWith('data:') ? i.src.slice(0, 40) : i.src);
   const anim = imgs.filter(i => /^data:image\\/(gif|apng)|\\.(gif|apng)$/i.test(i.src)).length
                + document.querySelectorAll('video').length;
   return JSON.stringify({n: imgs.length, broken: broken, anim: anim, title: document.title});
