@@ -160,6 +160,13 @@ def load_predictor_encoder(run_dir: Path, encoder: str, seed: int, *, clip_frame
     return PredictorEncoder(tok.to(device), model.to(device), clip_frames=clip_frames), ident
 
 
+def random_tokenizer(tok_cfg, seed: int) -> VQVAE3D:
+    """The random-weight control of a seed (the draw varies with the seed; drawn on the CPU, so it is
+    the same on every device): what the heads and latents stages both compare against."""
+    torch.manual_seed(10_000 + seed)
+    return VQVAE3D(cfg=tok_cfg).eval()
+
+
 def predictor_available(run_dir: Path, encoder: str) -> bool:
     """Whether stage 03 trained the transformer behind a predictor encoder (masked, random_ar, ...)."""
     return (Path(run_dir) / "predict" / encoder.removeprefix("random_") / "latest.json").exists()
@@ -223,8 +230,7 @@ class Study:
         """The pretrained tokenizer paired with this seed, or a random one drawn from the seed."""
         main = load_tokenizer(self.run_dir, device=self.device)
         if encoder == "random_tokenizer":
-            torch.manual_seed(10_000 + seed)  # the random draw varies with the seed
-            return VQVAE3D(cfg=main.cfg).eval().channels_last_().to(self.device), f"random{seed}"
+            return random_tokenizer(main.cfg, seed).channels_last_().to(self.device), f"random{seed}"
         digest, folder = self.tokenizers[seed_index % len(self.tokenizers)]
         if folder != self.run_dir / "pretrain":  # another pretraining seed: its final.pt holds a TokenizerTrainer
             main = load_tokenizer(self.run_dir, weights=folder / "final.pt", device=self.device)

@@ -42,7 +42,7 @@ from vpe_lib.models.encoders import (PREDICTOR_ENCODERS, ImageEncoder, PixelEnco
                                      TokenizerEncoder)
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.stages.common import require, stage_device, write_json, write_metrics
-from vpe_lib.stages.heads_stage import load_predictor_encoder, predictor_available
+from vpe_lib.stages.heads_stage import load_predictor_encoder, predictor_available, random_tokenizer
 from vpe_lib.stages.pretrain_stage import load_tokenizer
 
 
@@ -86,8 +86,7 @@ def build_encoders(cfg: RunConfig, run_dir: Path, log: Callable[[str], None], de
         elif name in ("tokenizer", "random_tokenizer"):
             tok = load_tokenizer(run_dir)
             if name == "random_tokenizer":
-                torch.manual_seed(10_000 + seed)  # the heads stage's random draw of this seed
-                tok = VQVAE3D(cfg=tok.cfg).eval()
+                tok = random_tokenizer(tok.cfg, seed)  # the heads stage's random draw of this seed
             tok = tok.channels_last_().to(device)  # the whole tokenizer: still_codes uses its quantizer
             out[name] = (TokenizerEncoder(tok, **still), tok)
         elif name in PREDICTOR_ENCODERS:
