@@ -116,6 +116,26 @@ def test_head_on_cached_features_matches_the_full_model():
     assert full.shape == (6, 3, 16, 16)
 
 
+def test_best_on_validation_keeps_the_best_weights_and_forgets_them_on_a_fresh_start(tmp_path):
+    from vpe_lib.stages.heads_stage import BestOnValidation
+
+    model = torch.nn.Linear(2, 1)
+    best = BestOnValidation(tmp_path / "best.pt", fresh=True)
+    for score, value in ((0.2, 1.0), (0.5, 2.0), (0.5, 3.0), (0.4, 4.0)):  # a tie keeps the earlier weights
+        torch.nn.init.constant_(model.weight, value)
+        best.offer(score, model)
+    assert best.score == 0.5
+    best.restore(model)
+    assert torch.all(model.weight == 2.0)
+    resumed = BestOnValidation(tmp_path / "best.pt", fresh=False)  # a resumed run goes on from its best
+    assert resumed.score == 0.5
+    resumed.offer(0.45, model)
+    assert resumed.score == 0.5
+    assert BestOnValidation(tmp_path / "best.pt", fresh=True).score == -np.inf  # a fresh run forgets it
+    with pytest.raises(FileNotFoundError, match="best.pt"):
+        BestOnValidation(tmp_path / "best.pt", fresh=True).restore(model)
+
+
 def test_with_flips_doubles_consistently():
     frames, labels = _frames(2)
     labels[:, :, :2] = 1
@@ -191,6 +211,9 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     per_seed = json.loads((out / "per_seed.json").read_text())
     runs = per_seed["unet"]["labels100"]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["curve"] for r in runs)
+    for r in runs:  # the test set sees the weights of the best validation evaluation (early stopping)
+        assert r["val_fg_iou"] == max(v for _, v in r["curve"])
+        assert r["best_step"] == next(st for st, v in r["curve"] if v == r["val_fg_iou"])
     lr = json.loads((out / "lr_search.json").read_text())
     assert set(lr["unet"]["labels100"]) == {"0.002"}
     # a second run with the same config reuses every finished training run and gives the same numbers

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from einops import repeat
 
@@ -400,6 +401,58 @@ def test_still_image_modes():
         TokenizerEncoder(_tokenizer(TOKENIZER_CONFIGS["smoke"]), still="single")
     with pytest.raises(ValueError, match="expected images b 3 h w"):
         TokenizerEncoder(causal).forward_intermediates(torch.randn(2, 3, 4, 16, 16))
+
+
+def _multi_level_maps(seed: int = 0):
+    from vpe_lib.models.encoders import FeatureInfo
+
+    g = torch.Generator().manual_seed(seed)
+    info = [FeatureInfo("a", 5, 1), FeatureInfo("b", 7, 2), FeatureInfo("c", 6, 4)]
+    maps = [torch.randn(3, i.channels, 16 // i.stride, 16 // i.stride, generator=g) * (1 + k) + k
+            for k, i in enumerate(info)]
+    return info, maps
+
+
+def test_segformer_head_equals_concatenating_at_the_finest_stride():
+    """The per-map composition is SegFormer's decoder, not an approximation of it: the same
+    logits as projecting, resizing, concatenating and fusing at the finest stride."""
+    from vpe_lib.models.encoders import resize_to_stride
+
+    info, maps = _multi_level_maps()
+    torch.manual_seed(0)
+    head = build_head("segformer", info, n_classes=4, hidden=8).eval()
+    with torch.no_grad():
+        head.fuse[1].running_mean.uniform_(-1, 1)
+        head.fuse[1].running_var.uniform_(0.5, 2)
+        x = torch.cat([resize_to_stride(p(f), (16, 16), 1) for f, p in zip(maps, head.proj)], 1)
+        reference = F.interpolate(head.classifier(head.fuse(x)), size=(16, 16), mode="bilinear", align_corners=False)
+        assert torch.allclose(head(maps, size=(16, 16)), reference, atol=1e-5)
+
+
+def test_linear_head_equals_the_probe_on_the_concatenation():
+    """In eval mode (running statistics) the per-map probe is exactly BatchNorm + 1×1 conv on the
+    maps resized and concatenated; in training mode it normalises each map at its own resolution,
+    updates the running statistics of every channel, and counts the batch."""
+    from vpe_lib.models.encoders import resize_to_stride
+
+    info, maps = _multi_level_maps()
+    torch.manual_seed(0)
+    head = build_head("linear", info, n_classes=4)
+    before = head.norm.running_mean.clone()
+    head.train()
+    y = head(maps, size=(16, 16))
+    assert y.shape == (3, 4, 16, 16) and torch.isfinite(y).all()
+    assert int(head.norm.num_batches_tracked) == 1
+    assert (head.norm.running_mean != before).all()  # every level's channels moved
+    expected = torch.cat([f.mean((0, 2, 3)) for f in maps])  # each map's own statistics
+    assert torch.allclose(head.norm.running_mean, 0.9 * before + 0.1 * expected, atol=1e-5)
+    y.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters())
+    head.eval()
+    with torch.no_grad():
+        x = torch.cat([resize_to_stride(f, (16, 16), 1) for f in maps], 1)
+        reference = F.interpolate(head.classifier(head.norm(x)), size=(16, 16), mode="bilinear", align_corners=False)
+        assert torch.allclose(head(maps, size=(16, 16)), reference, atol=1e-5)
 
 
 def test_head_rejects_maps_that_do_not_match_its_feature_info():

@@ -4,7 +4,12 @@ Three heads, from least to most capacity, each fitting any `ImageEncoder`:
 
 - ``linear``: DINOv2's linear protocol: BatchNorm + 1×1 conv on the chosen maps (resized to
   the finest of them and concatenated), logits upsampled bilinearly. It asks "is the class
-  linearly readable from these features?", not "can a decoder learn it?".
+  linearly readable from these features?", not "can a decoder learn it?". Computed per map at
+  its own resolution, then resized and summed: resizing (bilinear or average) is linear with
+  weights summing to 1, so it commutes with the 1×1 conv, and the probe costs a fraction of
+  normalising hundreds of upsampled channels at full resolution. The one difference from
+  normalising the upsampled concatenation: BatchNorm's statistics come from each map at its
+  own resolution.
 - ``conv``: a progressive decoder: start at the coarsest map, upsample ×2 at a time, add each
   finer map (a skip) where its stride is reached, (3×3 conv, GroupNorm, swish) at every step,
   down to ``out_stride`` (1 = predict at the input resolution, like the UNet). Channels halve
@@ -54,8 +59,21 @@ class LinearHead(nn.Module):
 
     def forward(self, features: Sequence[Tensor], size: tuple[int, int]) -> Tensor:
         feats = _check(self.info, features, "linear")
-        x = torch.cat([resize_to_stride(f, size, self.stride) for f in feats], 1)
-        return F.interpolate(self.classifier(self.norm(x)), size=size, mode="bilinear", align_corners=False)
+        norm = self.norm
+        if norm.training and norm.num_batches_tracked is not None:
+            norm.num_batches_tracked.add_(1)
+        logits, start = None, 0
+        for f in feats:
+            part = slice(start, start + f.shape[1])
+            start = part.stop
+            # slices of the running statistics are views: F.batch_norm updates the buffers in place
+            x = F.batch_norm(f, norm.running_mean[part], norm.running_var[part], norm.weight[part], norm.bias[part],
+                             training=norm.training or norm.running_mean is None, momentum=norm.momentum,
+                             eps=norm.eps)
+            x = resize_to_stride(F.conv2d(x, self.classifier.weight[:, part]), size, self.stride)
+            logits = x if logits is None else logits + x
+        logits = logits + self.classifier.bias[None, :, None, None]
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 def _block(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -124,9 +142,20 @@ class SegFormerHead(nn.Module):
 
     def forward(self, features: Sequence[Tensor], size: tuple[int, int]) -> Tensor:
         feats = _check(self.info, features, "segformer")
-        # project first, then resize: the same result for a 1×1 projection, and cheaper
-        x = torch.cat([resize_to_stride(p(f), size, self.stride) for f, p in zip(feats, self.proj)], 1)
-        return F.interpolate(self.classifier(self.fuse(x)), size=size, mode="bilinear", align_corners=False)
+        # SegFormer's projection, resize, concatenation and fusing 1×1 conv are all linear, and a
+        # resize (weights summing to 1) commutes with a 1×1 conv: each map's projection and its
+        # slice of the fusing conv compose into one 1×1 conv applied at the map's own resolution,
+        # and the resized results add up. The same function as concatenating at the finest stride
+        # (up to float rounding), without hidden × maps channels at full resolution.
+        conv, hidden = self.fuse[0], self.fuse[0].out_channels
+        x = None
+        for k, (f, p) in enumerate(zip(feats, self.proj)):
+            w_fuse = conv.weight[:, k * hidden:(k + 1) * hidden, 0, 0]  # (hidden, hidden)
+            weight = (w_fuse @ p.weight[:, :, 0, 0])[:, :, None, None]
+            y = resize_to_stride(F.conv2d(f, weight, w_fuse @ p.bias), size, self.stride)
+            x = y if x is None else x + y
+        x = self.fuse[2](self.fuse[1](x))  # BatchNorm, ReLU
+        return F.interpolate(self.classifier(x), size=size, mode="bilinear", align_corners=False)
 
 
 def build_head(kind: str, feature_info: Sequence[FeatureInfo], *, n_classes: int, hidden: int = 64,

@@ -52,6 +52,7 @@ from vpe_lib.progress import format_duration
 from vpe_lib.stages.seg_protocol import (Method, budget_index, choose_lr, file_digest, main_methods, pct_name,
                                          pushworld_splits, run_key)
 from vpe_lib.train.device import module_device, resolve_device
+from vpe_lib.train.checkpoint import atomic_save
 from vpe_lib.train.loop import train
 
 
@@ -134,6 +135,29 @@ def predict_probs(model: nn.Module, inputs: np.ndarray | list[torch.Tensor], *, 
         out.append(model(x).softmax(1).half().cpu().numpy())
     model.train(was)
     return np.concatenate(out)
+
+
+class BestOnValidation:
+    """Keeps the weights of a run's best validation evaluation on disk (`path`, written atomically),
+    so the test set sees the model at the step validation chose: early stopping, with the same
+    evaluation schedule for every method. A run that starts fresh (`fresh`) forgets an older file;
+    a resumed one goes on from the best it had."""
+
+    def __init__(self, path: Path, *, fresh: bool):
+        self.path = Path(path)
+        if fresh:
+            self.path.unlink(missing_ok=True)
+        self.score = float(torch.load(self.path, map_location="cpu")["score"]) if self.path.exists() else -np.inf
+
+    def offer(self, score: float, model: nn.Module) -> None:
+        if score > self.score:  # strictly better: ties keep the earlier (shorter) run
+            self.score = float(score)
+            atomic_save({"score": self.score, "model": model.state_dict()}, self.path)
+
+    def restore(self, model: nn.Module) -> None:
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no validation evaluation was kept (seg.train.eval_every = 0?)")
+        model.load_state_dict(torch.load(self.path, map_location=module_device(model))["model"])
 
 
 def n_trainable(model: nn.Module) -> int:
@@ -300,22 +324,28 @@ class Study:
                                    seed=seed, flip=False)
             val_in, test_in = self.splits["val"].frames, self.splits["test"].frames
 
+        key = run_key(method, pct, seed, lr, tcfg, dataclasses.asdict(s), ident, self.data_digest)
+        folder = self.out / "runs" / method.key / f"{pct_name(pct)}_seed{seed}_lr{lr:g}_{key}"
+        best = BestOnValidation(folder / "best.pt", fresh=not (folder / "checkpoint.pt").exists())
+
         def val_score(m: nn.Module) -> dict[str, float]:
             pred = predict_probs(m, val_in).argmax(1)
             acc = SegAccumulator(self.n_classes, object_classes=self.object_classes)
             acc.update(pred, val_sem)
             r = acc.result()
+            best.offer(r["fg_iou"], m)
             return {"fg_iou": r["fg_iou"], "fg_iou_objects": r["fg_iou_objects"]}
 
-        key = run_key(method, pct, seed, lr, tcfg, dataclasses.asdict(s), ident, self.data_digest)
-        folder = self.out / "runs" / method.key / f"{pct_name(pct)}_seed{seed}_lr{lr:g}_{key}"
         start = time.perf_counter()
         result = train(trained, segmentation_step, batches, tcfg, folder, eval_fn=val_score,
                        desc=f"{method.name} {pct_name(pct)} seed {seed} lr {lr:g}")
         curve = [(r["step"], r["eval/fg_iou"]) for r in result.history if "eval/fg_iou" in r]
-        probs = predict_probs(result.final_model, test_in)
+        final = result.final_model
+        best.restore(final)  # the number of updates is chosen on validation, like the learning rate
+        probs = predict_probs(final, test_in)
+        best_step = curve[int(np.argmax([c[1] for c in curve]))][0] if curve else tcfg.steps
         return {"method": method.name, "pct": pct, "seed": seed, "lr": lr, "curve": curve,
-                "val_fg_iou": curve[-1][1] if curve else float("nan"),
+                "val_fg_iou": best.score, "best_step": best_step,
                 "train_wall_s": result.wall_time_s, "stage_wall_s": time.perf_counter() - start,
                 "trainable_params": n_trainable(model), "encoder": ident, "probs": probs,
                 "curve_status": curve_status([c[0] for c in curve], [c[1] for c in curve])}
