@@ -92,6 +92,13 @@ def test_seg_config_rejects_unknown_names():
     with pytest.raises(ConfigError, match="label_pcts"):
         get_config("smoke", {"seg.label_pcts": [0]})
     assert get_config("smoke", {"seg.label_pcts": [1, 10]}).seg.label_pcts == (1.0, 10.0)
+    with pytest.raises(ConfigError, match="budget_steps"):
+        get_config("smoke", {"seg.label_pcts": [1, 10], "seg.budget_steps": [100]})
+    seg = get_config("smoke", {"seg.label_pcts": [1, 10], "seg.budget_steps": [100, 200]}).seg
+    assert (seg.steps_at(1), seg.steps_at(10.0)) == (100, 200)
+    with pytest.raises(ValueError, match="not one of the label budgets"):
+        seg.steps_at(50)
+    assert get_config("smoke").seg.steps_at(50) == get_config("smoke").seg.train.steps
 
 
 # -- caching and heads
@@ -182,7 +189,7 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     from vpe_lib.stages.predict_stage import run_predict_stage
 
     over = {"pretrain.compare_quantizers": [], "pretrain.compare_steps": 0, "pretrain.train.steps": 4,
-            "seg.train.steps": 6, "seg.train.eval_every": 3, "seg.level_probes": False,
+            "seg.train.steps": 6, "seg.train.eval_every": 3, "seg.level_probes": False, "seg.budget_steps": [3, 6],
             "predict.train.steps": 4, "predict.study_maskings": [], "predict.n_sample_clips": 2,
             "pretrain.extra_seeds": [1]}  # seed 1 of the study then reads the second pretrained tokenizer
     cfg, out = start_stage("smoke", tmp_path, "data", over)
@@ -211,6 +218,8 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     per_seed = json.loads((out / "per_seed.json").read_text())
     runs = per_seed["unet"]["labels100"]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["curve"] for r in runs)
+    assert [st for st, _ in per_seed["unet"]["labels50"][0]["curve"]] == [3]  # seg.budget_steps
+    assert [st for st, _ in runs[0]["curve"]] == [3, 6]
     for r in runs:  # the test set sees the weights of the best validation evaluation (early stopping)
         assert r["val_fg_iou"] == max(v for _, v in r["curve"])
         assert r["best_step"] == next(st for st, v in r["curve"] if v == r["val_fg_iou"])

@@ -297,7 +297,7 @@ class Study:
     def run(self, method: Method, pct: float, seed_index: int, seed: int, lr: float) -> dict:
         s = self.s
         index = budget_index(self.train_vids, pct, seed)
-        tcfg = dataclasses.replace(s.train, seed=seed, lr=lr, progress=self.progress)
+        tcfg = dataclasses.replace(s.train, seed=seed, lr=lr, progress=self.progress, steps=s.steps_at(pct))
         torch.manual_seed(seed)
         val_sem = self.splits["val"].semantic
         if method.encoder == "unet":
@@ -483,6 +483,8 @@ def collect(per_run: dict[str, dict[str, list[dict]]], s, study: Study) -> dict[
             m[f"seg/lr/{name}/{pct}"] = runs[0]["lr"]
             m[f"seg/trainable_params/{name}/{pct}"] = runs[0]["trainable_params"]
             m[f"seg/train_wall_s/{name}/{pct}"] = float(np.mean([r["train_wall_s"] for r in runs]))
+            m[f"seg/steps/{name}/{pct}"] = float(s.steps_at(runs[0]["pct"]))
+            m[f"seg/best_step/{name}/{pct}"] = float(np.mean([r.get("best_step", np.nan) for r in runs]))
             m[f"seg/still_rising/{name}/{pct}"] = float(np.mean([r["curve_status"] == "still rising" for r in runs]))
     for name, budgets in per_run.items():
         if name == "unet":

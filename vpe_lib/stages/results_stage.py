@@ -62,6 +62,7 @@ def study_rows(m: dict[str, float], prefix: str = "seg") -> list[dict]:
         for ref in ("diff_vs_unet", "diff_vs_random"):
             row[ref] = {k: m.get(f"{prefix}/{ref}/{method}/{pct}/{k}") for k in ("mean", "ci_low", "ci_high")}
         row["params"], row["train_s"], row["lr"] = get("trainable_params"), get("train_wall_s"), get("lr")
+        row["steps"], row["best_step"] = get("steps"), get("best_step")  # updates run; the best, on validation
         rising = get("still_rising")
         row["curve"] = "—" if rising is None else ("still rising" if rising > 0 else "converged")
         if rising is not None and 0 < rising < 1:
