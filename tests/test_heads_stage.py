@@ -104,7 +104,9 @@ def test_seg_config_rejects_unknown_names():
 # -- caching and heads
 
 
-def test_head_on_cached_features_matches_the_full_model():
+def test_head_on_cached_features_matches_the_full_model(tmp_path):
+    from vpe_lib.stages.heads_stage import encoder_feature_store
+
     torch.manual_seed(0)
     enc = TokenizerEncoder(VQVAE3D(cfg=TINY)).eval()
     head = build_head("conv", enc.feature_info, n_classes=3, hidden=8)
@@ -121,6 +123,11 @@ def test_head_on_cached_features_matches_the_full_model():
     cached = predict_probs(HeadOnFeatures(head, (16, 16)), feats).astype(np.float32)
     assert np.allclose(full, cached, atol=2e-2)  # the cache is float16: equal up to its rounding
     assert full.shape == (6, 3, 16, 16)
+    # the same maps on disk: the same batches and the same predictions as in memory
+    store = encoder_feature_store(enc, frames, tmp_path / "store", batch_size=4)
+    on_disk, disk_labels = CachedFeatureBatches(store, labels, index, batch_size=3, seed=1)(0)
+    assert all(torch.equal(a, b) for a, b in zip(on_disk, batch_feats)) and torch.equal(disk_labels, batch_labels)
+    assert np.array_equal(predict_probs(HeadOnFeatures(head, (16, 16)), store).astype(np.float32), cached)
 
 
 def test_best_on_validation_keeps_the_best_weights_and_forgets_them_on_a_fresh_start(tmp_path):

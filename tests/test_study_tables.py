@@ -92,3 +92,23 @@ def test_study_figures_draw():
     fig = study_plots.hardest_frames(frames, truth, {"unet": pred}, k=2)
     assert "0.00" in fig.axes[0].get_ylabel()
     plt.close("all")
+
+
+def test_results_read_the_stages_that_ran_and_require_the_study(tmp_path):
+    """A run whose heads trained on COCO images has no latent analysis (it needs PushWorld's videos):
+    the results stage reads what is there and says what is not; without the study it refuses."""
+    import json
+
+    import pytest
+
+    from vpe_lib.stages.common import MissingArtifactError
+    from vpe_lib.stages.results_stage import collect_metrics, missing_stages
+
+    for stage, metrics in (("data", {"data/n": 1.0}), ("heads", {"seg/coco/fg_iou/unet/labels100": 0.1})):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "metrics.json").write_text(json.dumps(metrics))
+    assert collect_metrics(tmp_path) == {"data/n": 1.0, "seg/coco/fg_iou/unet/labels100": 0.1}
+    assert missing_stages(tmp_path) == ["pretrain", "predict", "latents"]
+    (tmp_path / "heads" / "metrics.json").unlink()
+    with pytest.raises(MissingArtifactError, match="heads"):
+        collect_metrics(tmp_path)

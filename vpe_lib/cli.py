@@ -38,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--only", nargs="*", help="run only these notebooks (stems)")
     rep.add_argument("--force", nargs="+", default=[], metavar="STAGE",
                      help="re-run these stages even if nothing they depend on changed (e.g. --force heads)")
-    rep.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout (s)")
+    # A stage runs inside one notebook cell, and the study's heads stage alone takes over an hour
+    # on 2 cores (its 3600 s limit killed a from-empty study run); the cells print progress, so the
+    # limit only has to catch a kernel that hangs.
+    rep.add_argument("--timeout", type=int, default=4 * 3600, help="per-cell execution timeout (s)")
 
     stg = sub.add_parser("stage", help="run one stage (data, pretrain, predict) outside the notebooks; "
                                        "data-parallel when launched by torchrun",

@@ -131,7 +131,7 @@ def run_notebook(nb: Path, executed: Path, parameters: dict, *, kernel: str, tim
 
 
 def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir: str | Path = "reports", *,
-                 overrides: dict[str, Any] | None = None, kernel: str | None = None, timeout: int = 3600,
+                 overrides: dict[str, Any] | None = None, kernel: str | None = None, timeout: int = 4 * 3600,
                  only: list[str] | None = None, force: list[str] | None = None,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the notebooks in order (those of `only`, if given), skipping a stage whose inputs are

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 
 from vpe_lib.config import RunConfig
 from vpe_lib.data.pushworld import CLASS_NAMES
+from vpe_lib.data.feature_store import FeatureStore, LevelView, write_feature_store
 from vpe_lib.data.samplers import FrameBatches, to_unit_range
 from vpe_lib.data.seg_sources import load_labelled_splits, parse_source
 from vpe_lib.eval.baselines import colour_baseline, fit_frame_difference, frame_difference
@@ -58,7 +60,7 @@ from vpe_lib.train.loop import train
 
 # ---------------------------------------------------------------------------- helpers
 
-MAX_CACHED_ENCODERS = 6  # frozen-feature caches kept in memory (cpu profile: ~0.75 GB each)
+MAX_CACHED_ENCODERS = 6  # frozen-feature stores kept on disk (cpu profile: ~0.75 GB each)
 
 
 def segmentation_step(model: nn.Module, batch):
@@ -84,8 +86,8 @@ def images(frames: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def encoder_features(encoder: ImageEncoder, frames: np.ndarray, *, batch_size: int = 32, progress: bool = False,
                      desc: str = "encoder features") -> list[torch.Tensor]:
-    """The frozen encoder's maps for every frame, computed once (on the encoder's device) and kept in
-    float16 in CPU memory: the caches of several encoders would not all fit on a GPU."""
+    """The frozen encoder's maps for every frame, in float16 in CPU memory (small sets and tests; the
+    study writes them to disk with `encoder_feature_store`, whose memory does not grow with the set)."""
     encoder.eval()
     device = module_device(encoder)
     chunks = []
@@ -95,18 +97,45 @@ def encoder_features(encoder: ImageEncoder, frames: np.ndarray, *, batch_size: i
     return [torch.cat(level) for level in zip(*chunks)]
 
 
+@torch.no_grad()
+def encoder_feature_store(encoder: ImageEncoder, frames: np.ndarray, folder: Path, *, batch_size: int = 32,
+                          progress: bool = False, desc: str = "encoder features") -> FeatureStore:
+    """The frozen encoder's maps for every frame, computed once (on the encoder's device) and written
+    in float16 to `folder`, a chunk at a time (see `vpe_lib.data.feature_store`)."""
+    encoder.eval()
+    device = module_device(encoder)
+    bar = tqdm(total=len(frames), desc=desc, disable=not progress, leave=False)
+
+    def compute(start: int, stop: int) -> list[torch.Tensor]:
+        return encoder.forward_intermediates(images(frames[start:stop]).to(device))
+
+    try:
+        return write_feature_store(folder, len(frames), compute, chunk=batch_size,
+                                   on_chunk=lambda done: bar.update(done - bar.n))
+    finally:
+        bar.close()
+
+
+def feature_rows(features, idx: torch.Tensor) -> list[torch.Tensor]:
+    """Rows `idx` of every level, float32, from in-memory maps or a store on disk."""
+    if isinstance(features, (list, tuple)):
+        return [f[idx].float() for f in features]
+    return features.rows(idx)
+
+
 class CachedFeatureBatches:
     """Random (cached features, labels) batches of a subset; deterministic per step like FrameBatches."""
 
-    def __init__(self, features: list[torch.Tensor], labels: np.ndarray, index: np.ndarray, *, batch_size: int,
-                 seed: int):
-        self.features, self.labels = features, torch.from_numpy(np.ascontiguousarray(labels)).long()
+    def __init__(self, features, labels: np.ndarray, index: np.ndarray, *, batch_size: int, seed: int):
+        # labels stay in their own (uint8) dtype; a batch's rows become int64 (all of them at once would
+        # be 8x the labels' memory)
+        self.features, self.labels = features, torch.from_numpy(np.ascontiguousarray(labels))
         self.index, self.batch_size, self.seed = torch.from_numpy(index), batch_size, seed
 
     def __call__(self, step: int):
         pick = np.random.default_rng([self.seed, step]).integers(0, len(self.index), self.batch_size)
         idx = self.index[torch.from_numpy(pick)]
-        return [f[idx].float() for f in self.features], self.labels[idx]
+        return feature_rows(self.features, idx), self.labels[idx].long()
 
 
 class HeadOnFeatures(nn.Module):
@@ -121,17 +150,21 @@ class HeadOnFeatures(nn.Module):
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, inputs: np.ndarray | list[torch.Tensor], *, batch_size: int = 64) -> np.ndarray:
-    """Softmax probabilities (N, C, H, W) float16 for uint8 frames, or for cached feature maps
-    (computed on the model's device, returned in CPU memory)."""
+def predict_probs(model: nn.Module, inputs, *, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities (N, C, H, W) float16 for uint8 frames, or for cached feature maps (in
+    memory or a store on disk), computed on the model's device and returned in CPU memory."""
     was = model.training
     model.eval()
     device = module_device(model)
-    n = len(inputs) if isinstance(inputs, np.ndarray) else len(inputs[0])
+    if isinstance(inputs, np.ndarray):
+        batches = (images(inputs[k:k + batch_size]) for k in range(0, len(inputs), batch_size))
+    elif isinstance(inputs, (list, tuple)):
+        batches = ([f[k:k + batch_size].float() for f in inputs] for k in range(0, len(inputs[0]), batch_size))
+    else:
+        batches = inputs.chunks(batch_size)
     out = []
-    for k in range(0, n, batch_size):
-        x = images(inputs[k:k + batch_size]).to(device) if isinstance(inputs, np.ndarray) else [
-            f[k:k + batch_size].float().to(device) for f in inputs]
+    for x in batches:
+        x = x.to(device) if isinstance(x, torch.Tensor) else [f.to(device) for f in x]
         out.append(model(x).softmax(1).half().cpu().numpy())
     model.train(was)
     return np.concatenate(out)
@@ -240,7 +273,11 @@ class Study:
         self.train_frames, self.train_labels, self.train_vids = frames, labels, vids
         self.size = tuple(frames.shape[1:3])
         self.tokenizers = self._pretrained_tokenizers()
-        self._features: dict[str, dict[str, list[torch.Tensor]]] = {}
+        self._features: dict[str, dict] = {}
+        # feature stores live for one stage run: a store left by a crashed run under another config is
+        # never trusted (recomputing the maps costs little next to the head runs, which have their own cache)
+        self.feature_dir = out / "features"
+        shutil.rmtree(self.feature_dir, ignore_errors=True)
 
     # -- encoders
 
@@ -274,23 +311,33 @@ class Study:
         return load_predictor_encoder(self.run_dir, encoder, seed, clip_frames=self.cfg.predict.clip_frames,
                                       device=self.device)
 
-    def features(self, encoder: ImageEncoder, ident: str) -> dict[str, list[torch.Tensor]]:
-        """Cached maps of train (with flips), val and test frames. The cache holds every map of the
-        full encoder, so a level-restricted view (an ablation) is a selection, not a recomputation;
-        it keeps the `MAX_CACHED_ENCODERS` most recently used encoder instances (the pretrained and
-        random encoders of every seed), which bounds its memory."""
+    def features(self, encoder: ImageEncoder, ident: str) -> dict[str, FeatureStore | LevelView]:
+        """Maps of train (with flips), val and test frames, computed once per encoder instance and
+        kept in float16 on disk (`vpe_lib.data.feature_store`: the stage's memory does not grow with
+        the number of frames). A store holds every map of the full encoder, so a level-restricted
+        view (an ablation) is a selection, not a recomputation. The `MAX_CACHED_ENCODERS` most
+        recently used instances (the pretrained and random encoders of every seed) are kept, which
+        bounds the disk used; the stage removes them all when it is done."""
         full, index = (encoder.inner, encoder.index) if isinstance(encoder, LevelSelect) else (encoder, None)
         if ident not in self._features:
             while len(self._features) >= MAX_CACHED_ENCODERS:
-                self._features.pop(next(iter(self._features)))
+                shutil.rmtree(self._features.pop(next(iter(self._features)))["folder"], ignore_errors=True)
+            folder = self.feature_dir / run_key(ident, self.data_digest, self.s.still, self.s.still_clip_frames)
             self._features[ident] = {
-                "train": encoder_features(full, self.train_frames, progress=self.progress, desc=f"{ident} features"),
-                "val": encoder_features(full, self.splits["val"].frames),
-                "test": encoder_features(full, self.splits["test"].frames),
+                "folder": folder,
+                "train": encoder_feature_store(full, self.train_frames, folder / "train", progress=self.progress,
+                                               desc=f"{ident} features"),
+                "val": encoder_feature_store(full, self.splits["val"].frames, folder / "val"),
+                "test": encoder_feature_store(full, self.splits["test"].frames, folder / "test"),
             }
         maps = self._features.pop(ident)
         self._features[ident] = maps  # most recently used last: eviction takes the least recent
-        return maps if index is None else {k: [v[i] for i in index] for k, v in maps.items()}
+        splits = {k: v for k, v in maps.items() if k != "folder"}
+        return splits if index is None else {k: v.select(index) for k, v in splits.items()}
+
+    def remove_feature_stores(self) -> None:
+        self._features.clear()
+        shutil.rmtree(self.feature_dir, ignore_errors=True)
 
     # -- one training run
 
@@ -413,6 +460,7 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
                 test_preds[method.key] = pred
         per_run.setdefault(method.name, {})[pct_name(pct)] = runs
 
+    study.remove_feature_stores()
     metrics = collect(per_run, s, study)
     baselines = run_baselines(study, s)
     for name, res in baselines.items():

@@ -29,11 +29,26 @@ def seg_prefix(m: dict) -> str:
     return "seg"
 
 
-def collect_metrics(run_dir: str | Path, *, include_results: bool = False) -> dict[str, float]:
-    """All stages' metrics, one flat mapping (names already carry their stage prefix)."""
+# the stages a results page cannot do without; the others (e.g. the latent analysis, which needs
+# PushWorld's videos, on a run that trained its heads on COCO images) may not have been run
+REQUIRED_STAGES = ("heads",)
+
+
+def missing_stages(run_dir: str | Path) -> list[str]:
+    """The stages (before results) that have written no metrics in this run folder."""
+    return [stage for stage in STAGES
+            if stage != "results" and not (Path(run_dir) / stage / "metrics.json").exists()]
+
+
+def collect_metrics(run_dir: str | Path, *, include_results: bool = False,
+                    required: tuple[str, ...] = REQUIRED_STAGES) -> dict[str, float]:
+    """All stages' metrics, one flat mapping (names already carry their stage prefix). A missing
+    `required` stage raises (naming it and how to run it); any other missing stage is left out,
+    and `missing_stages` says which, for the page to state."""
     merged: dict[str, float] = {}
+    absent = set(missing_stages(run_dir)) - set(required)
     for stage in STAGES:
-        if stage != "results" or include_results:
+        if (stage != "results" or include_results) and stage not in absent:
             merged.update(read_metrics(run_dir, stage))
     return merged
 
