@@ -1,5 +1,6 @@
 """The segmentation study: protocol rules, cached features, baselines, and the stage at smoke scale."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -295,3 +296,27 @@ def test_tiny_coco_by_parameter(tmp_path):
     assert 0 <= m["seg/coco/fg_iou/tokenizer/conv/frozen/labels100"] <= 1
     assert 0 <= m["seg/coco/coco_ap/tokenizer/conv/frozen/labels100/ap"] <= 1
     assert m["seg/coco/n_test_frames"] == 10  # 20% of 50 images
+
+
+def test_predictor_features_from_a_shared_token_store_equal_the_encoders_own(tmp_path):
+    """Every predictor encoder on one tokenizer reads its maps and codes from one token store: the
+    stores it then writes hold the same bytes as running each encoder whole."""
+    from vpe_lib.models.encoders import PredictorEncoder
+    from vpe_lib.models.transformer import TransformerConfig, build_predictor
+    from vpe_lib.stages.heads_stage import encoder_feature_store, predictor_feature_store, token_store
+
+    torch.manual_seed(0)
+    tiny = dataclasses.replace(TINY, clip_frames=4)
+    tok = VQVAE3D(cfg=tiny).eval()
+    tcfg = TransformerConfig(codebook_size=16, grid=tok.latent_shape(4, 16, 16), dim=16, depth=2, heads=2)
+    frames, _ = _frames(n=7)
+    tokens = token_store(PredictorEncoder(tok, build_predictor("masked", tcfg).eval(), clip_frames=4), frames,
+                         tmp_path / "tokens", batch_size=3)
+    for i, kind in enumerate(("masked", "ar", "masked")):
+        torch.manual_seed(10 + i)
+        enc = PredictorEncoder(tok, build_predictor(kind, tcfg).eval(), clip_frames=4)
+        shared = predictor_feature_store(enc, tokens, tmp_path / f"shared{i}", batch_size=3)
+        own = encoder_feature_store(enc, frames, tmp_path / f"own{i}", batch_size=3)
+        assert len(shared.shapes) == len(own.shapes) == len(enc.feature_info)
+        for a, b in zip(shared.rows(np.arange(7)), own.rows(np.arange(7))):
+            assert torch.equal(a, b)

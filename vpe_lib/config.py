@@ -569,8 +569,9 @@ def _gpu() -> RunConfig:
 
 
 def _study() -> RunConfig:
-    """The cpu profile's data and tokenizer recipe with the study's grid (about 75 minutes on 2 idle
-    cores, estimated from the cpu report's stage times; resumable stage by stage and run by run):
+    """The cpu profile's data and tokenizer recipe with the study's grid (about two hours on 2 idle
+    cores, of which the heads stage ~70 minutes, measured; over the 90-minute budget, see the README;
+    resumable stage by stage and run by run):
     three pretrained tokenizers, both predictors, raw pixels, three heads, frozen and fine-tuned,
     1 / 10 / 100% labels, the level probes and the no-stride-1 ablation, a masking study with three
     seeds, and the VQ / LFQ / FSQ comparison."""
