@@ -106,3 +106,27 @@ def test_report_pages_fetch_nothing_from_the_network():
             '<body><a href="https://example.org">a link stays</a></body>')
     out = offline_html(page)
     assert "cdn" not in out and "var a = 1" in out and 'href="https://example.org"' in out
+
+
+def test_provenance_is_dirty_for_code_changes_not_for_rendered_reports(tmp_path, monkeypatch):
+    import datetime as dt
+    import subprocess
+
+    from vpe_lib import report
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "reports" / "index.html").write_text("<p>old</p>\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(report, "REPO_ROOT", tmp_path)
+    now = dt.datetime.now(dt.timezone.utc)
+    assert report.provenance("smoke", now)["dirty"] is False
+    (tmp_path / "reports" / "index.html").write_text("<p>an uncommitted render</p>\n")
+    assert report.provenance("smoke", now)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert report.provenance("smoke", now)["dirty"] is True

@@ -83,7 +83,9 @@ def provenance(profile: str, started: dt.datetime) -> dict[str, Any]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "commit": git("rev-parse", "HEAD") or "unknown",
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        # the rendered reference reports are this command's output, not its code: a render over an
+        # earlier uncommitted render is not "dirty"
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)reports")),
         "profile": profile,
         "start_time": started.isoformat(timespec="seconds"),
         "hardware": {
