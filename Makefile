@@ -8,7 +8,7 @@ PROFILE ?= cpu
 RUN_DIR ?= runs/$(PROFILE)
 REPORT_DIR ?= reports
 
-.PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-predict bench-mv bench-loader clean
+.PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-predict bench-mv bench-loader still-input check-lab clean
 
 install: $(STAMP)
 
@@ -93,6 +93,14 @@ bench-rate: $(STAMP)
 # test split); needs the run's data stage. e.g. BENCH_ARGS="--lrs 2.5e-4,5e-4,1e-3 --steps 300"
 bench-lr: $(STAMP)
 	$(BIN)/python bench/tokenizer_lr_validation.py --profile $(PROFILE) --run-dir $(RUN_DIR) $(BENCH_ARGS)
+
+# The explorers notebook in a real JupyterLab in headless Chromium: run all, move a slider, screenshot
+check-lab: $(STAMP)
+	$(BIN)/python -m vpe_lib.lab_check --screenshot bench/results/lab_check.png --json bench/results/lab_check.json
+
+# A causal tokenizer, a still image repeated to a clip vs encoded alone, paired by seed (~25 min, cpu)
+still-input: $(STAMP)
+	$(BIN)/python -m vpe_lib.still_input --profile $(PROFILE) --run-dir runs/still_input --out reports/still_input
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
