@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -141,11 +142,17 @@ def check_lab_notebook(notebook: str | Path, *, screenshot: str | Path | None = 
     chromium = chromium or find_chromium()
     if chromium is None:
         raise FileNotFoundError("no Chromium found (apt-get install chromium)")
+    # JupyterLab autosaves (with outputs) and writes .ipynb_checkpoints beside a notebook: serve a
+    # copy, so the committed notebook stays output-free (the project's notebooks find their run
+    # folder from the repository root, wherever they are opened)
+    workdir = tempfile.TemporaryDirectory(prefix="vpe-lab-")
+    shutil.copy2(notebook, Path(workdir.name) / notebook.name)
+    notebook = Path(workdir.name) / notebook.name
     port = _free_port()
     lab = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
          "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-         "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={notebook.parent}"],
+         "--LabApp.expose_app_in_browser=True", "--allow-root", f"--ServerApp.root_dir={notebook.parent}"],
         cwd=notebook.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_http(f"http://127.0.0.1:{port}/lab", 120)
@@ -170,6 +177,7 @@ def check_lab_notebook(notebook: str | Path, *, screenshot: str | Path | None = 
             lab.wait(timeout=30)
         except subprocess.TimeoutExpired:
             lab.kill()
+        workdir.cleanup()
     check.wall_s = round(time.monotonic() - start, 1)
     return check
 
