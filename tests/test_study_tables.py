@@ -57,6 +57,16 @@ def test_segmentation_rows_largest_budget_plus_trivial_baselines():
     assert len(names) == len(set(names))
 
 
+def test_segmentation_rows_of_a_real_data_source_use_its_prefix():
+    from vpe_lib.stages.results_stage import seg_prefix
+
+    coco = {k.replace("seg/", "seg/coco/", 1): v for k, v in _metrics().items() if k.startswith("seg/")}
+    assert seg_prefix(coco) == "seg/coco"
+    rows = segmentation_rows(coco, seg_prefix(coco))
+    assert [r["model"] for r in rows] == [r["model"] for r in segmentation_rows(_metrics())]
+    assert segmentation_rows(coco) == []  # the PushWorld prefix finds none of them
+
+
 def test_index_page_states_the_answers():
     summary = {"metrics": _metrics(), "provenance": {"profile": "cpu", "commit": "abc", "dirty": False,
                                                     "hardware": {"cpu_count": 2, "gpu": None}, "torch": "x",

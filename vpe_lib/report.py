@@ -299,7 +299,7 @@ def _prediction_html(m: dict[str, Any]) -> str:
 
 def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
     m, prov = summary["metrics"], summary["provenance"]
-    seg = segmentation_rows(m)
+    seg = segmentation_rows(m, seg_prefix(m))
     seg_html = "".join(
         f"<tr><td>{html.escape(r['model'])}</td><td>{_fmt(r['fg_iou'])}"
         f"{' ± ' + _fmt(r['fg_iou_std']) if r['fg_iou_std'] is not None else ''}</td><td>{_fmt(r['miou'])}</td></tr>"

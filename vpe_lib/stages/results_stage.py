@@ -86,16 +86,17 @@ def study_rows(m: dict[str, float], prefix: str = "seg") -> list[dict]:
     return sorted(rows, key=lambda r: (r["pct"], -(r["fg_iou"] if r["fg_iou"] is not None else -1)))
 
 
-def segmentation_rows(metrics: dict[str, float]) -> list[dict]:
-    """The study's rows at the largest label budget, plus the trivial baselines (one per name)."""
-    rows = study_rows(metrics)
+def segmentation_rows(metrics: dict[str, float], prefix: str = "seg") -> list[dict]:
+    """The study's rows at the largest label budget, plus the trivial baselines (one per name);
+    `prefix` as `seg_prefix` gives it (seg/tiny_coco, seg/davis for the real-data sources)."""
+    rows = study_rows(metrics, prefix)
     top = max((r["pct"] for r in rows), default=None)
     out = [{"model": r["method"], "fg_iou": r["fg_iou"], "fg_iou_std": r["fg_iou_std"], "miou": r["miou"]}
            for r in rows if r["pct"] == top]
     for key, value in metrics.items():
-        name = key.removeprefix("seg/fg_iou/")
-        if key.startswith("seg/fg_iou/") and name in ("all_background", "all_foreground", "frame_difference"):
-            out.append({"model": name, "fg_iou": value, "fg_iou_std": None, "miou": metrics.get(f"seg/miou/{name}")})
+        name = key.removeprefix(f"{prefix}/fg_iou/")
+        if key.startswith(f"{prefix}/fg_iou/") and name in ("all_background", "all_foreground", "frame_difference"):
+            out.append({"model": name, "fg_iou": value, "fg_iou_std": None, "miou": metrics.get(f"{prefix}/miou/{name}")})
     return sorted(out, key=lambda r: -(r["fg_iou"] if r["fg_iou"] is not None else -1))
 
 
