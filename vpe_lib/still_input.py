@@ -52,10 +52,10 @@ def compare(per_seed: dict[str, dict], *, metric: str = "fg_iou") -> dict[str, A
         for pct in sorted(set(a[method]) & set(b[method])):
             by_seed = {mode: {r["seed"]: r[metric] for r in runs[method][pct]} for mode, runs in
                        (("single", a), ("repeat", b))}
-            seeds = sorted(set(by_seed["single"]) & set(by_seed["repeat"]))
             if set(by_seed["single"]) != set(by_seed["repeat"]):
                 raise ValueError(f"{method} {pct}: the two modes ran different seeds "
                                  f"({sorted(by_seed['single'])} vs {sorted(by_seed['repeat'])}); not paired")
+            seeds = sorted(by_seed["single"])
             single = [by_seed["single"][s] for s in seeds]
             repeat = [by_seed["repeat"][s] for s in seeds]
             diff = paired_difference(single, repeat)
@@ -81,7 +81,7 @@ def run(profile: str, run_dir: Path, out: Path, *, extra: dict | None = None) ->
     from vpe_lib.report import build_report
 
     out.mkdir(parents=True, exist_ok=True)
-    per_seed, tokenizer = {}, {}
+    per_seed = {}
     for mode in MODES:
         overrides = {**CAUSAL_OVERRIDES, **(extra or {}), "seg.still": mode}
         build_report(profile, run_dir, out / mode, overrides=overrides, only=["01_data", "02_pretrain", "05_heads"])

@@ -104,14 +104,18 @@ def encoder_feature_store(encoder: ImageEncoder, frames: np.ndarray, folder: Pat
     in float16 to `folder`, a chunk at a time (see `vpe_lib.data.feature_store`)."""
     encoder.eval()
     device = module_device(encoder)
-    bar = tqdm(total=len(frames), desc=desc, disable=not progress, leave=False)
 
     def compute(start: int, stop: int) -> list[torch.Tensor]:
         return encoder.forward_intermediates(images(frames[start:stop]).to(device))
 
+    return _write_store_with_bar(folder, len(frames), compute, batch_size, progress, desc)
+
+
+def _write_store_with_bar(folder: Path, n: int, compute, batch_size: int, progress: bool, desc: str) -> FeatureStore:
+    """`write_feature_store` with a progress bar over the rows written."""
+    bar = tqdm(total=n, desc=desc, disable=not progress, leave=False)
     try:
-        return write_feature_store(folder, len(frames), compute, chunk=batch_size,
-                                   on_chunk=lambda done: bar.update(done - bar.n))
+        return write_feature_store(folder, n, compute, chunk=batch_size, on_chunk=lambda done: bar.update(done - bar.n))
     finally:
         bar.close()
 
@@ -144,7 +148,6 @@ def predictor_feature_store(encoder: PredictorEncoder, tokens: FeatureStore, fol
         raise ValueError("predictor_feature_store needs an encoder that returns the tokenizer's maps too")
     encoder.eval()
     device = module_device(encoder)
-    bar = tqdm(total=len(tokens), desc=desc, disable=not progress, leave=False)
 
     def compute(start: int, stop: int) -> list[torch.Tensor]:
         *maps, codes = tokens.rows(np.arange(start, stop))
@@ -152,11 +155,7 @@ def predictor_feature_store(encoder: PredictorEncoder, tokens: FeatureStore, fol
             states = encoder.forward_from_codes(codes.long().to(device))
         return maps + states
 
-    try:
-        return write_feature_store(folder, len(tokens), compute, chunk=batch_size,
-                                   on_chunk=lambda done: bar.update(done - bar.n))
-    finally:
-        bar.close()
+    return _write_store_with_bar(folder, len(tokens), compute, batch_size, progress, desc)
 
 
 def feature_rows(features, idx: torch.Tensor) -> list[torch.Tensor]:
