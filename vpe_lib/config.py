@@ -446,10 +446,12 @@ def _cpu() -> RunConfig:
             # chosen on validation bits per token at 200 updates (the cpu tokens): masked 1e-3 8.88,
             # 3e-3 8.18; AR 1e-3 8.37, 3e-3 8.64
             masked_lr=3e-3, ar_lr=1e-3,
-            # the reduced masking study: random vs MGM at 1/3 and the full budget, one seed, with the
-            # main model's cosine-schedule ratio, so random / x1 is the main masked model itself
+            # the reduced masking study: random vs MGM at the full budget, one seed, with the main
+            # model's cosine-schedule ratio, so random / x1 is the main masked model itself. The 1/3
+            # budget (~55 s: two trainings and their probes, measured) is in the study profile: with it
+            # the report took 1,539 s from empty, over the 25 minutes
             study_maskings=("random", "mgm"),
-            study_budgets=(1.0, 1 / 3),
+            study_budgets=(1.0,),
             study_seeds=(0,),
             study_mask_ratio=0.0,
         ),
