@@ -293,3 +293,50 @@ def test_bad_train_config():
         TrainConfig(grad_accum=0)
     with pytest.raises(ValueError, match="amp"):
         TrainConfig(amp="fp8")
+
+
+def _has_cxx() -> bool:
+    import os
+    import shutil
+    return bool(os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++"))
+
+
+def gelu_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 32), nn.GELU(), nn.Linear(32, 1))
+
+
+@pytest.mark.skipif(not _has_cxx(), reason="torch.compile's inductor needs a C++ compiler on the CPU")
+def test_compiled_training_matches_eager(tmp_path):
+    """train.compile: the same updates as eager up to float order (no dropout here: inductor draws
+    its own random numbers), the raw weights in final.pt, and compile is not part of the recipe: a
+    compiled call on an eager run's folder finds it finished instead of setting it aside."""
+    b = regression_batches()
+    eager = train(gelu_mlp(), mse_step, b, cfg(steps=8), tmp_path / "eager")
+    compiled = train(gelu_mlp(), mse_step, b, cfg(steps=8, compile=True), tmp_path / "compiled")
+    le = [r["loss"] for r in eager.history if "loss" in r]
+    lc = [r["loss"] for r in compiled.history if "loss" in r]
+    assert len(le) == len(lc) == 8
+    assert max(abs(a - c) for a, c in zip(le, lc)) < 1e-4 * max(le)
+    saved = torch.load(tmp_path / "compiled" / "final.pt")
+    assert saved.keys() == eager.model.state_dict().keys()  # no _orig_mod prefix: loads into an eager model
+    again = train(gelu_mlp(), mse_step, b, cfg(steps=8, compile=True), tmp_path / "eager")
+    assert again.step == 8 and not [p for p in (tmp_path / "eager").iterdir() if p.name.startswith("stale-")]
+
+
+def test_compile_without_a_cxx_compiler_fails_clearly(tmp_path, monkeypatch):
+    import shutil
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="train.compile=true on the CPU needs a C\\+\\+ compiler"):
+        train(linear_model(), mse_step, regression_batches(), cfg(compile=True), tmp_path)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_cosmetic_fields_do_not_change_the_recipe():
+    from vpe_lib.train.loop import recipe, run_identity
+    base = cfg()
+    for change in ({"compile": True}, {"progress": True}, {"log_every": 7}, {"eval_every": 3}):
+        other = TrainConfig(**{**base.__dict__, **change})
+        assert recipe(other) == recipe(base) and run_identity(other) == run_identity(base)
+    assert run_identity(TrainConfig(**{**base.__dict__, "lr": 2e-2})) != run_identity(base)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vpe_lib.config import get_config
+from vpe_lib.host_speed import host_speed
 from vpe_lib.progress import forward_progress
 from vpe_lib.train.device import resolve_device
 from vpe_lib.stage_cache import clear_stamp, read_stamp, resolve_stage_names, stage_keys, stage_of_notebook, \
@@ -93,10 +94,20 @@ def provenance(profile: str, started: dt.datetime) -> dict[str, Any]:
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
             "gpu": gpu,
+            # a few seconds of fp32 work, so wall times of different hosts can be compared
+            **host_speed(),
         },
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
+
+
+def _speed_html(hw: dict) -> str:
+    """' (AMD EPYC, fp32 72 GFLOP/s matmul, 85 conv3d)'; empty for a summary written before hosts were timed."""
+    if "fp32_matmul_gflops" not in hw:
+        return ""
+    return (f" ({html.escape(str(hw.get('cpu_model', '')))}, fp32 {hw['fp32_matmul_gflops']:.0f} GFLOP/s matmul, "
+            f"{hw['fp32_conv3d_gflops']:.0f} conv3d)")
 
 
 def _render_html(executed: Path, target: Path) -> None:
@@ -336,7 +347,7 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 th{{background:#f3f3f3}}.err{{color:#a00}}code{{background:#f3f3f3;padding:0 .2em}}</style></head><body>
 <h1>Do video prediction models make general visual encoders?</h1>
 <p>Profile <code>{html.escape(prov['profile'])}</code> · commit <code>{html.escape(prov['commit'][:12])}</code>{' (dirty)' if prov['dirty'] else ''}
-· {html.escape(str(hw['cpu_count']))} CPU cores{', GPU ' + html.escape(hw['gpu']) if hw['gpu'] else ', no GPU'}
+· {html.escape(str(hw['cpu_count']))} CPU cores{_speed_html(hw)}{', GPU ' + html.escape(hw['gpu']) if hw['gpu'] else ', no GPU'}
 · torch {html.escape(prov['torch'])} · started {html.escape(prov['start_time'])} · total wall time {summary['wall_time_s'].get('total', 0):.0f} s</p>
 {status}
 <h2>The answer, per label budget</h2><ul>{verdict}</ul>

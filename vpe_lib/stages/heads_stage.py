@@ -55,7 +55,7 @@ from vpe_lib.stages.seg_protocol import (Method, budget_index, choose_lr, file_d
                                          pushworld_splits, run_key)
 from vpe_lib.train.device import module_device, resolve_device
 from vpe_lib.train.checkpoint import atomic_save
-from vpe_lib.train.loop import train
+from vpe_lib.train.loop import recipe, train
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -426,7 +426,9 @@ class Study:
                                    seed=seed, flip=False)
             val_in, test_in = self.splits["val"].frames, self.splits["test"].frames
 
-        key = run_key(method, pct, seed, lr, tcfg, dataclasses.asdict(s), ident, self.data_digest)
+        # the recipe only: a progress bar, logging cadence or torch.compile reuses the run
+        key = run_key(method, pct, seed, lr, recipe(tcfg), {**dataclasses.asdict(s), "train": recipe(s.train)}, ident,
+                      self.data_digest)
         folder = self.out / "runs" / method.key / f"{pct_name(pct)}_seed{seed}_lr{lr:g}_{key}"
         best = BestOnValidation(folder / "best.pt", fresh=not (folder / "checkpoint.pt").exists())
 

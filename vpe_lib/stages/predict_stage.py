@@ -48,7 +48,7 @@ from vpe_lib.stages.pretrain_stage import load_tokenizer
 from vpe_lib.stages.seg_protocol import file_digest, run_key
 from vpe_lib.train.device import module_device
 from vpe_lib.train.distributed import barrier, is_main_process
-from vpe_lib.train.loop import TrainConfig, train
+from vpe_lib.train.loop import TrainConfig, recipe, train
 
 LN2 = math.log(2.0)
 
@@ -122,7 +122,7 @@ def run_folder(out: Path, tokens_key: str, tcfg: TransformerConfig, train_cfg: T
     the tokenizer and data; the architecture; the schedule; the masks), so a changed tokenizer or
     recipe trains afresh instead of resuming or scoring a model trained on other codes, and the
     earlier run stays on disk."""
-    return out / run_key(tokens_key, tcfg, dataclasses.replace(train_cfg, progress=False), *extra)
+    return out / run_key(tokens_key, tcfg, recipe(train_cfg), *extra)
 
 
 def predictor_folder(predict_dir: Path, kind: str) -> Path:
