@@ -8,7 +8,7 @@ PROFILE ?= cpu
 RUN_DIR ?= runs/$(PROFILE)
 REPORT_DIR ?= reports
 
-.PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-predict bench-mv bench-loader still-input check-lab clean
+.PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-predict bench-compile bench-mv bench-loader still-input check-lab clean
 
 install: $(STAMP)
 
@@ -70,6 +70,11 @@ bench-tokenizer: $(BENCH_STAMP)
 # against block matching (ms per frame, one run). e.g. make bench-predict BENCH_ARGS="--profile gpu --amp bf16"
 bench-predict: $(STAMP)
 	$(BIN)/python bench/bench_predictors.py $(BENCH_ARGS)
+
+# torch.compile against eager per model of a profile (compile time, speed-up, break-even);
+# e.g. make bench-compile BENCH_ARGS="--profile gpu --device cuda --amp bf16"
+bench-compile: $(STAMP)
+	$(BIN)/python bench/bench_compile.py $(BENCH_ARGS)
 
 bench-mv: $(STAMP)
 	$(BIN)/python bench/bench_motion_vectors.py $(BENCH_ARGS)

@@ -74,6 +74,25 @@ def nan_on_rank1_batches(i: int):
     return {"x": x, "y": y}
 
 
+class ShardedRegression:
+    """regression_batches with a `shard` method, as the clip samplers have: under torchrun the
+    loop asks each rank for its slice only; the counts show which path it took."""
+
+    def __init__(self):
+        self.full_reads, self.shard_reads = 0, 0
+
+    def __call__(self, i: int):
+        self.full_reads += 1
+        return regression_batches(i)
+
+    def shard(self, i: int, rank: int, world: int):
+        self.shard_reads += 1
+        return shard_batch(regression_batches(i), rank, world)
+
+
+sharded_regression = ShardedRegression()
+
+
 def mlp() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
@@ -140,6 +159,7 @@ SCENARIOS = {
     "plain": (mlp, mse_step, regression_batches, cfg(ema_decay=0.9), [None]),
     "accum": (mlp, mse_step, half_batches, cfg(grad_accum=2, batch_size=4), [None]),
     "skip": (mlp, mse_step, nan_on_rank1_batches, cfg(nonfinite="skip"), [None]),
+    "sharded": (mlp, mse_step, sharded_regression, cfg(ema_decay=0.9), [None]),  # each rank reads its slice
     "resume": (mlp, mse_step, regression_batches, cfg(ema_decay=0.9), [3, None]),  # stop at 3, resume
     "partial": (mlp, mse_step, regression_batches, cfg(ema_decay=0.9), [3]),  # finished by 1 process below
     "lfq": (lambda: tokenizer("lfq"), tokenizer_step, clip_batches, cfg(steps=3, lr=1e-3), [None]),
@@ -176,6 +196,7 @@ def _worker(out_root: Path) -> None:
             t0 = time.perf_counter()
             results[name] = run_scenario(name, out_root / name)
             results[name]["seconds"] = time.perf_counter() - t0
+        results["sharded_reads"] = (sharded_regression.full_reads, sharded_regression.shard_reads)
         torch.save(results, out_root / f"rank{info.rank}.pt")
         barrier()
     finally:
@@ -308,11 +329,14 @@ def test_ranks_agree_and_helpers(ddp_results):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["plain", "accum", "skip"])
+@pytest.mark.parametrize("name", ["plain", "accum", "skip", "sharded"])
 def test_two_processes_match_one(ddp_results, tmp_path, name):
     out, ranks, _ = ddp_results
-    ddp, single = ranks[0][name], _single(name, tmp_path)
-    reference = single if name != "accum" else _single("plain", tmp_path)  # accumulation == big batch
+    ddp = ranks[0][name]
+    # accumulation == the big batch; slices read per rank == the global batch cut after reading
+    reference = _single("plain" if name in ("accum", "sharded") else name, tmp_path)
+    if name == "sharded":  # every update read through `shard`, never the whole batch
+        assert all(r["sharded_reads"] == (0, 5) for r in ranks)
     _assert_close(ddp["state"], reference["state"], atol=1e-6)
     if ddp["ema"] is not None:
         _assert_close(ddp["ema"], reference["ema"], atol=1e-6)

@@ -332,3 +332,38 @@ def test_motion_vector_speed_finds_the_moving_square(source):
     assert mv.shape == truth.shape == (2, 8, 8)
     moving = truth > 1.0
     assert mv[moving].mean() > 1.0 and mv[~moving].mean() < 0.5 * mv[moving].mean()
+
+
+def _estimate(value: float, boots: np.ndarray) -> lp.Estimate:
+    return lp.Estimate(lp.Score(value, *lp.percentile_interval(boots)), boots)
+
+
+def test_pool_draws_averages_and_widens_by_the_draw_spread():
+    rng = np.random.default_rng(0)
+    video_noise = rng.normal(0, 0.01, 1000)  # the same test-video resamples for every draw
+    one = _estimate(0.5, 0.5 + video_noise)
+    assert lp.pool_draws([one]) is one
+    same = lp.pool_draws([one, one, one])
+    assert same.score.value == 0.5 and np.allclose(same.boots, one.boots)  # no draw spread: the video interval
+    offsets = (-0.05, 0.0, 0.05)  # three draws that differ by more than the videos do
+    pooled = lp.pool_draws([_estimate(0.5 + o, 0.5 + o + video_noise) for o in offsets], seed=1)
+    assert pooled.score.value == pytest.approx(0.5)
+    width = lambda e: e.score.ci_high - e.score.ci_low  # noqa: E731
+    assert width(pooled) > 2 * width(one)  # the draws' spread is in the interval
+    assert pooled.score.ci_low < 0.5 < pooled.score.ci_high and pooled.boots.shape == (1000,)
+    with pytest.raises(ValueError, match="same resamples"):
+        lp.pool_draws([one, _estimate(0.5, np.zeros(10))])
+    with pytest.raises(ValueError, match="at least one"):
+        lp.pool_draws([])
+
+
+def test_random_draw_seeds_follow_the_heads_stage_seeds():
+    from vpe_lib.config import get_config
+    from vpe_lib.stages.latents_stage import draw_name, draw_seeds
+    cfg = get_config("smoke", {"seg.seeds": [3, 4, 5], "analysis.random_draws": 2})
+    assert draw_seeds(cfg) == [3, 4]
+    cfg = get_config("smoke", {"seg.seeds": [3], "analysis.random_draws": 3})
+    assert draw_seeds(cfg) == [3, 4, 5]
+    assert draw_name("random_tokenizer", 0, 3) == "random_tokenizer" and draw_name("random_ar", 1, 4) == "random_ar@4"
+    with pytest.raises(ValueError, match="random_draws"):
+        get_config("smoke", {"analysis.random_draws": 0})

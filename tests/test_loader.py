@@ -100,3 +100,52 @@ def test_training_through_workers_is_training_in_thread(store, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     losses = lambda r: [(h["step"], h["loss"]) for h in r.history if "loss" in h]  # noqa: E731
     assert losses(resumed) == losses(reference)
+
+
+def test_rank_slices_read_only_their_clips(store, monkeypatch):
+    """`shard(i, rank, world)` == shard_batch(batches(i)), reading 1/world of the clips; under
+    torchrun the loader's workers serve that slice and say so (`rank_local`)."""
+    from vpe_lib.train.distributed import shard_batch
+    from vpe_lib.train.loop import read_batch
+
+    batches = clip_batches(store)
+    reads = []
+    get = store.get
+    monkeypatch.setattr(store, "get", lambda *a, **k: reads.append(a[1]) or get(*a, **k))
+    for i in range(3):
+        whole = batches(i)
+        for rank in range(2):
+            reads.clear()
+            assert torch.equal(batches.shard(i, rank, 2), shard_batch(whole, rank, 2)), (i, rank)
+            assert len(reads) == 2  # 2 of the batch's 4 clips
+    with pytest.raises(ValueError, match="does not split evenly over 3 ranks"):
+        batches.shard(0, 0, 3)
+    # the training loop's reader: the slice on several ranks, the whole batch on one
+    part, local = read_batch(batches, 1, 1, 2)
+    assert local and torch.equal(part, shard_batch(batches(1), 1, 2))
+    whole, local = read_batch(batches, 1, 0, 1)
+    assert not local and torch.equal(whole, batches(1))
+    monkeypatch.undo()
+    with LoaderBatches(batches, workers=1, stop=3, rank=1, world=2) as served:
+        assert served.rank_local == (1, 2)
+        assert torch.equal(served(2), shard_batch(batches(2), 1, 2))
+        with pytest.raises(RuntimeError, match="serves rank 1 of 2, but this is rank 0 of 2"):
+            read_batch(served, 0, 0, 2)
+    with LoaderBatches(lambda i: batches(i), workers=1, stop=1, rank=1, world=2) as plain:
+        assert plain.rank_local is None  # no shard method: the whole batch, cut by the loop
+
+
+def test_real_clip_batches_read_rank_slices(tmp_path):
+    from vpe_lib.data.clips import FrameFolderSource, RealClipBatches
+    from vpe_lib.train.distributed import shard_batch
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for v in range(3):
+        d = tmp_path / f"video{v}"
+        d.mkdir()
+        for t in range(6):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{t:03d}.png")
+    batches = RealClipBatches(FrameFolderSource(tmp_path), clip_frames=3, batch_size=4, seed=1)
+    for rank in range(2):
+        assert torch.equal(batches.shard(5, rank, 2), shard_batch(batches(5), rank, 2))

@@ -277,6 +277,9 @@ class AnalysisConfig:
     mv_probe: bool = True  # probe the motion vectors' speed too (source: predict.motion_source)
     n_boot: int = 1000  # bootstrap resamples of the test videos
     ci_seed: int = 0
+    # random-weight twins probed per twin (drawn from the first seeds of seg.seeds): their probes are
+    # averaged, and the intervals of pretrained - random resample the draws as well as the videos
+    random_draws: int = 3
 
     def __post_init__(self) -> None:
         if self.embedding not in ("umap", "pca"):
@@ -284,7 +287,7 @@ class AnalysisConfig:
         bad = [e for e in self.encoders if e not in ENCODERS]
         if bad or not self.encoders:
             raise ValueError(f"analysis.encoders: unknown {bad or 'empty list'}; valid: {', '.join(ENCODERS)}")
-        for name in ("n_points", "probe_train_videos", "frames_per_video", "fate_frames", "n_boot"):
+        for name in ("n_points", "probe_train_videos", "frames_per_video", "fate_frames", "n_boot", "random_draws"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"analysis.{name} must be an int >= 1, got {v!r}")

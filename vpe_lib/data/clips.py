@@ -37,6 +37,7 @@ from PIL import Image
 
 from .errors import DataError
 from .frames import natural_key, read_rgb
+from .samplers import rank_slice
 from .video import read_video
 
 __all__ = ["ClipSource", "SkippedVideosWarning", "FrameFolderSource", "VideoFolderSource",
@@ -359,9 +360,10 @@ class RealClipBatches:
                           f"not sampled", SkippedVideosWarning, stacklevel=2)
         self._max_start = lengths[self.videos] - clip_frames  # inclusive
 
-    def _sample(self, rng: np.random.Generator, n: int) -> torch.Tensor:
+    def _sample(self, rng: np.random.Generator, n: int, part: slice = slice(None)) -> torch.Tensor:
         pick = rng.integers(0, len(self.videos), n)
         starts = rng.integers(0, self._max_start[pick] + 1)
+        pick, starts = pick[part], starts[part]  # all draws are made first: a slice reads what the whole would
         clips = []
         for j, s in zip(pick, starts):
             clip = self.source.read_clip(int(self.videos[j]), int(s), self.clip_frames)
@@ -381,6 +383,11 @@ class RealClipBatches:
         return self._sample(np.random.default_rng([self.seed, step]), self.batch_size)
 
     batches = __call__
+
+    def shard(self, step: int, rank: int, world: int) -> torch.Tensor:
+        """Rank `rank`'s slice of batch `step` (`shard_batch(self(step), rank, world)`), reading only it."""
+        return self._sample(np.random.default_rng([self.seed, step]), self.batch_size,
+                            rank_slice(self.batch_size, rank, world))
 
     def fixed(self, n: int, seed: int = 12345) -> torch.Tensor:
         """A fixed evaluation set of n clips (the same for every model)."""

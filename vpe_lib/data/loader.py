@@ -32,12 +32,15 @@ Batches = Callable[[int], Any]
 
 
 class StepBatchDataset(Dataset):
-    """Item i is ``batches(i)``, the whole (global) micro-batch of index i."""
+    """Item i is ``batches(i)``, the whole (global) micro-batch of index i; with `shard` = (rank,
+    world), only that rank's slice of it, ``batches.shard(i, rank, world)``."""
 
-    def __init__(self, batches: Batches):
-        self.batches = batches
+    def __init__(self, batches: Batches, shard: tuple[int, int] | None = None):
+        self.batches, self.shard = batches, shard
 
     def __getitem__(self, i: int) -> Any:
+        if self.shard is not None:
+            return self.batches.shard(int(i), *self.shard)
         return self.batches(int(i))
 
 
@@ -62,16 +65,20 @@ def check_loader_settings(workers: object, prefetch_factor: object, *, prefix: s
 class LoaderBatches:
     """``batches`` served by a DataLoader with `workers` processes; callable as ``self(i)`` like
     the batch function it wraps. `stop`: how many micro-batches the run takes at most (the workers
-    build nothing past it; None: no end). Close it (or use it as a context manager) to end the
-    workers."""
+    build nothing past it; None: no end). `rank`, `world` (torchrun): when `batches` can read one
+    rank's slice (a ``shard`` method), the workers read only this rank's, and ``rank_local`` says
+    so to the training loop (which then does not slice again). Close it (or use it as a context
+    manager) to end the workers."""
 
     def __init__(self, batches: Batches, *, workers: int, prefetch_factor: int = 2, pin_memory: bool = False,
-                 stop: int | None = None, persistent_workers: bool = True):
+                 stop: int | None = None, persistent_workers: bool = True, rank: int = 0, world: int = 1):
         check_loader_settings(workers, prefetch_factor, prefix="")
         self.batches, self.workers, self.stop = batches, workers, stop
+        sharded = world > 1 and callable(getattr(batches, "shard", None))
+        self.rank_local = (rank, world) if sharded else None
         self._sampler = FromIndexSampler(stop)
         self._loader = DataLoader(
-            StepBatchDataset(batches), batch_size=None, sampler=self._sampler, num_workers=workers,
+            StepBatchDataset(batches, self.rank_local), batch_size=None, sampler=self._sampler, num_workers=workers,
             pin_memory=pin_memory,
             # the DataLoader refuses these two without workers
             prefetch_factor=prefetch_factor if workers else None,
@@ -115,15 +122,19 @@ class LoaderBatches:
 
 @contextlib.contextmanager
 def batch_source(batches: Batches, *, workers: int = 0, prefetch_factor: int = 2,
-                 device: torch.device | str | None = None, stop: int | None = None) -> Iterator[Batches]:
-    """`batches` itself with workers == 0 (the in-thread path); else a :class:`LoaderBatches` over
-    it with pinned memory when `device` is a GPU, closed on exit."""
+                 device: torch.device | str | None = None, stop: int | None = None,
+                 rank: int = 0, world: int = 1) -> Iterator[Batches]:
+    """`batches` itself with workers == 0 (the in-thread path; the training loop reads a rank's
+    slice through its ``shard`` method); else a :class:`LoaderBatches` over it, reading only
+    `rank`'s slice of each batch under torchrun, with pinned memory when `device` is a GPU,
+    closed on exit."""
     if workers == 0:
         check_loader_settings(workers, prefetch_factor, prefix="")
         yield batches
         return
     pin = device is not None and torch.device(device).type == "cuda"
-    with LoaderBatches(batches, workers=workers, prefetch_factor=prefetch_factor, pin_memory=pin, stop=stop) as lb:
+    with LoaderBatches(batches, workers=workers, prefetch_factor=prefetch_factor, pin_memory=pin, stop=stop,
+                       rank=rank, world=world) as lb:
         yield lb
 
 

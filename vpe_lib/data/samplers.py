@@ -25,6 +25,16 @@ def from_unit_range(x: torch.Tensor) -> np.ndarray:
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 
+def rank_slice(n: int, rank: int, world: int) -> slice:
+    """The contiguous items of a global batch of `n` that rank `rank` of `world` trains on, as
+    `vpe_lib.train.distributed.shard_batch` cuts them (n must split evenly)."""
+    if n % world:
+        raise ValueError(f"global batch of {n} items does not split evenly over {world} ranks; "
+                         f"make the global (micro-)batch size a multiple of the world size")
+    k = n // world
+    return slice(rank * k, (rank + 1) * k)
+
+
 class ClipBatches:
     """Random clips of `clip_frames` consecutive frames from random videos of a split."""
 
@@ -33,13 +43,24 @@ class ClipBatches:
             raise ValueError(f"clip_frames={clip_frames} exceeds the {store.n_frames} frames per video of {store.root}")
         self.store, self.clip_frames, self.batch_size, self.seed = store, clip_frames, batch_size, seed
 
-    def __call__(self, step: int) -> torch.Tensor:
+    def _draw(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, step])
         vids = rng.integers(0, len(self.store), self.batch_size)
         starts = rng.integers(0, self.store.n_frames - self.clip_frames + 1, self.batch_size)
+        return vids, starts
+
+    def _read(self, vids: np.ndarray, starts: np.ndarray) -> torch.Tensor:
         clips = np.stack([self.store.get("frames", int(v), slice(int(s), int(s) + self.clip_frames))
                           for v, s in zip(vids, starts)])
         return rearrange(to_unit_range(clips), "b t h w c -> b c t h w")
+
+    def __call__(self, step: int) -> torch.Tensor:
+        return self._read(*self._draw(step))
+
+    def shard(self, step: int, rank: int, world: int) -> torch.Tensor:
+        """Rank `rank`'s slice of batch `step` (`shard_batch(self(step), rank, world)`), reading only it."""
+        part = rank_slice(self.batch_size, rank, world)
+        return self._read(*(a[part] for a in self._draw(step)))
 
     def fixed(self, n: int, seed: int = 12345) -> torch.Tensor:
         """A fixed evaluation set of n clips (the same for every model)."""

@@ -15,7 +15,7 @@ so 1000 resamples cost milliseconds whatever the number of tokens.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -92,6 +92,26 @@ def paired_difference(a: Estimate, b: Estimate, level: float = 0.95) -> Score:
     if a.boots.shape != b.boots.shape:
         raise ValueError(f"paired_difference needs the same resamples; got {a.boots.shape} and {b.boots.shape}")
     return Score(a.score.value - b.score.value, *percentile_interval(a.boots - b.boots, level))
+
+
+def pool_draws(draws: Sequence[Estimate], *, seed: int = 0, level: float = 0.95) -> Estimate:
+    """The mean of K estimates from independent random draws (random-weight encoders of different
+    seeds, scored on the same test videos with the same resamples), with an interval over both
+    sources: replicate b keeps the videos of resample b and resamples the K draws with replacement.
+    So the interval of a pretrained-vs-random difference includes how much one random draw differs
+    from another, which a single draw leaves out. With K = 1 it is that estimate unchanged."""
+    if not draws:
+        raise ValueError("pool_draws needs at least one estimate")
+    if len(draws) == 1:
+        return draws[0]
+    if any(d.boots.shape != draws[0].boots.shape for d in draws):
+        raise ValueError(f"pool_draws needs the same resamples; got {[d.boots.shape for d in draws]}")
+    boots = np.stack([np.asarray(d.boots, np.float64) for d in draws])  # (K, B)
+    k, b = boots.shape
+    pick = np.random.default_rng(seed).integers(0, k, size=(b, k))
+    pooled = boots[pick, np.arange(b)[:, None]].mean(1)
+    value = float(np.mean([d.score.value for d in draws]))
+    return Estimate(Score(value, *percentile_interval(pooled, level)), pooled)
 
 
 def _per_video_sums(values: np.ndarray, vid: np.ndarray, n_videos: int) -> np.ndarray:

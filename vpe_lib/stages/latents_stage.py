@@ -72,30 +72,47 @@ def still_codes(tokenizer: VQVAE3D, encoder: TokenizerEncoder, frames: np.ndarra
     return np.concatenate(out)
 
 
+def draw_seeds(cfg: RunConfig) -> list[int]:
+    """The seeds of the random twins' draws: the heads stage's seeds, first `analysis.random_draws`
+    of them (more draws than seeds continue from the last seed)."""
+    seeds = list(cfg.seg.seeds)
+    n = cfg.analysis.random_draws
+    return (seeds + list(range(seeds[-1] + 1, seeds[-1] + 1 + n)))[:n] if n > len(seeds) else seeds[:n]
+
+
+def draw_name(name: str, k: int, seed: int) -> str:
+    """'random_tokenizer' for the first draw (the rows every figure shows), 'random_tokenizer@1' after."""
+    return name if k == 0 else f"{name}@{seed}"
+
+
 def build_encoders(cfg: RunConfig, run_dir: Path, log: Callable[[str], None], device: torch.device | str = "cpu"
                    ) -> dict[str, tuple[ImageEncoder, VQVAE3D | None]]:
-    """The encoders of `analysis.encoders`, built as the heads stage builds them (the random twins
-    drawn from the study's first seed), with the tokenizer behind each tokenizer encoder; on `device`
-    (run.device: features only, the probes are closed-form on the CPU)."""
-    seed = cfg.seg.seeds[0]
+    """The encoders of `analysis.encoders`, built as the heads stage builds them, with the tokenizer
+    behind each tokenizer encoder; on `device` (run.device: features only, the probes are closed-form
+    on the CPU). Every random twin comes in `analysis.random_draws` draws (`draw_seeds`): the first
+    under its own name, the others as 'name@seed'."""
+    seeds = draw_seeds(cfg)
     still = dict(still=cfg.seg.still, clip_frames=cfg.seg.still_clip_frames or None)
     out: dict[str, tuple[ImageEncoder, VQVAE3D | None]] = {}
     for name in cfg.analysis.encoders:
+        draws = list(enumerate(seeds)) if name.startswith("random_") else [(0, seeds[0])]
         if name == "pixels":
             out[name] = (PixelEncoder(), None)
         elif name in ("tokenizer", "random_tokenizer"):
-            tok = load_tokenizer(run_dir)
-            if name == "random_tokenizer":
-                tok = random_tokenizer(tok.cfg, seed)  # the heads stage's random draw of this seed
-            tok = tok.channels_last_().to(device)  # the whole tokenizer: still_codes uses its quantizer
-            out[name] = (TokenizerEncoder(tok, **still), tok)
+            for k, seed in draws:
+                tok = load_tokenizer(run_dir)
+                if name == "random_tokenizer":
+                    tok = random_tokenizer(tok.cfg, seed)  # the heads stage's random draw of this seed
+                tok = tok.channels_last_().to(device)  # the whole tokenizer: still_codes uses its quantizer
+                out[draw_name(name, k, seed)] = (TokenizerEncoder(tok, **still), tok)
         elif name in PREDICTOR_ENCODERS:
             if not predictor_available(run_dir, name):
                 log(f"latents: no {name.removeprefix('random_')!r} predictor in {run_dir / 'predict'}: "
                     f"the {name} rows are skipped")
                 continue
-            out[name] = (load_predictor_encoder(run_dir, name, seed, clip_frames=cfg.predict.clip_frames,
-                                                device=device)[0], None)
+            for k, seed in draws:
+                out[draw_name(name, k, seed)] = (load_predictor_encoder(
+                    run_dir, name, seed, clip_frames=cfg.predict.clip_frames, device=device)[0], None)
     return out
 
 
@@ -218,12 +235,22 @@ def run_latents_stage(cfg: RunConfig, run_dir: Path, out: Path, *, log: Callable
     estimates: dict[str, dict] = {}
     test_features: dict[str, np.ndarray] = {}
     shared = SharedCodes()
+    draws: dict[str, list[dict]] = {}
     for name, (encoder, tokenizer) in encoders.items():
-        est, test_features[name], fate_scores = probe_encoder(
+        est, features, fate_scores = probe_encoder(
             encoder, tokenizer, data, stride=stride, alpha=a.ridge_alpha, boot=dict(n_boot=a.n_boot, seed=a.ci_seed),
             codes=shared)
+        draws.setdefault(name.split("@")[0], []).append(est)
+        if "@" not in name:  # the figures and the embedding show the first draw
+            test_features[name] = features
+            arrays[f"example_fate_score_{name}"] = fate_scores[example]
+    for name, ests in draws.items():
+        # one draw: its estimates; several (a random twin): their mean, the interval resampling the draws too
+        est = {**ests[0], **{key: lp.pool_draws([e[key] for e in ests], seed=a.ci_seed)
+                             for key, v in ests[0].items() if isinstance(v, lp.Estimate)}}
         estimates[name] = est
-        arrays[f"example_fate_score_{name}"] = fate_scores[example]
+        if len(ests) > 1:
+            metrics[f"latents/n_draws/{name}"] = len(ests)
         for key, e in est.items():
             if isinstance(e, lp.Estimate):
                 _put(metrics, f"latents/{key}/{name}", e.score)
@@ -237,7 +264,7 @@ def run_latents_stage(cfg: RunConfig, run_dir: Path, out: Path, *, log: Callable
                     _put(metrics, f"latents/diff_vs_random/{key}/{pre}",
                          lp.paired_difference(estimates[pre][key], estimates[rnd][key]))
     timing["latents/probes_wall_s"] = time.perf_counter() - t0
-    write_json(out / "encoders.json", {"probed": list(encoders),
+    write_json(out / "encoders.json", {"probed": list(draws), "random_draw_seeds": draw_seeds(cfg),
                                        "skipped": [e for e in a.encoders if e not in encoders]})
 
     # 2-D embedding of test tokens (the same tokens for both tokenizers), for the figure.

@@ -25,7 +25,7 @@ from vpe_lib.models.tokenizer import TokenizerConfig, VQVAE3D, codebook_stats
 from vpe_lib.models.tokenizer_loss import TokenizerTrainer, tokenizer_state_dict
 from vpe_lib.stages.common import require, stage_device, write_json, write_metrics
 from vpe_lib.train.device import module_device, saved_in_channels_last
-from vpe_lib.train.distributed import is_main_process
+from vpe_lib.train.distributed import get_rank, get_world_size, is_main_process
 from vpe_lib.train.loop import TrainConfig, train
 
 
@@ -97,7 +97,7 @@ def train_tokenizer(tok_cfg: TokenizerConfig, p: PretrainConfig, train_cfg: Trai
     batches = batch_type(train_store, clip_frames=tok_cfg.clip_frames, batch_size=train_cfg.batch_size,
                          seed=train_cfg.seed)
     with batch_source(batches, workers=loader_workers, prefetch_factor=loader_prefetch, device=device,
-                      stop=train_cfg.steps * train_cfg.grad_accum) as batches:
+                      stop=train_cfg.steps * train_cfg.grad_accum, rank=get_rank(), world=get_world_size()) as batches:
         result = train(trainer, tokenizer_step, batches, train_cfg, out,
                        eval_fn=lambda t: evaluate_tokenizer(t.tokenizer, eval_clips), desc=desc,
                        identity={"tokenizer": tok_cfg, "loss": p.loss, "data": data_id})

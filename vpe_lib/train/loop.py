@@ -34,8 +34,11 @@ group of more than one rank is up, ``train`` wraps the model in ``DistributedDat
   ``[r*n/W, (r+1)*n/W)`` along dim 0 of every tensor in it (``shard_batch``; ``n`` must be a
   multiple of ``W``). DDP averages gradients over ranks and the loss is a batch mean, so W
   processes with global batch B compute the gradients of 1 process with batch B, and a run can
-  resume on a different number of ranks and still see the same data. Each rank calls
-  ``batches(i)`` in full and drops the rest: cheap for in-memory / store-backed batches.
+  resume on a different number of ranks and still see the same data. A batch source with a
+  ``shard(i, rank, world)`` method (the clip samplers) reads only that slice on each rank (the
+  same values, 1/W of the reads and decoding); one wrapped by ``batch_source(..., rank=, world=)``
+  serves the slice from its DataLoader workers (``rank_local``). Any other source is called in
+  full on every rank, which keeps its slice: cheap for in-memory batches.
 * ``step_fn`` receives the DDP wrapper: call it (``model(x)``) so gradients are synchronised;
   reach attributes through ``unwrap_model(model)``. Gradient-accumulation micro-steps other
   than the last run under ``no_sync()``.
@@ -286,6 +289,21 @@ def batch_items(batch: Any) -> int:
     return 0
 
 
+def read_batch(batches: Batches, i: int, rank: int, world: int) -> tuple[Any, bool]:
+    """(batch, rank_local): global micro-batch i, or only this rank's slice of it when the source
+    can read that alone (see the module doc); rank_local says which, so the caller shards the rest."""
+    if world > 1:
+        local = getattr(batches, "rank_local", None)
+        if local is not None:
+            if tuple(local) != (rank, world):
+                raise RuntimeError(f"the batch source serves rank {local[0]} of {local[1]}, "
+                                   f"but this is rank {rank} of {world}")
+            return batches(i), True
+        if callable(getattr(batches, "shard", None)):
+            return batches.shard(i, rank, world), True
+    return batches(i), False
+
+
 def _float(v: Any) -> float:
     return float(v.detach()) if isinstance(v, Tensor) else float(v)
 
@@ -505,9 +523,10 @@ def train(
             sums: dict[str, float] = {}
             items, bad = 0, None
             for j in range(cfg.grad_accum):
-                batch = batches(step * cfg.grad_accum + j)  # the global micro-batch
-                items += batch_items(batch)
-                batch = to_device(shard_batch(batch, rank, world), device)
+                # the global micro-batch, or only this rank's slice of it where the source reads that alone
+                batch, local = read_batch(batches, step * cfg.grad_accum + j, rank, world)
+                items += batch_items(batch) * (world if local else 1)  # global items, either way
+                batch = to_device(batch if local else shard_batch(batch, rank, world), device)
                 # DDP: all but the last micro-batch accumulate locally, without the gradient all-reduce.
                 sync = ddp is None or j == cfg.grad_accum - 1
                 with contextlib.nullcontext() if sync else ddp.no_sync():
