@@ -74,3 +74,19 @@ def test_section_override_with_a_dict():
     assert (cfg.data.world.height, cfg.data.world.width, cfg.data.world.n_frames) == (48, 48, 8)
     with pytest.raises(ConfigError, match="hieght"):
         get_config("smoke", {"data.world": {"hieght": 48}})
+
+
+def test_environment_yml_follows_pyproject():
+    """Conda users get the same pins and Python bounds as pip users (the file says: keep them in step)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    pins = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    env = (root / "environment.yml").read_text()
+    listed = set(re.findall(r"^\s+- ([A-Za-z0-9_.-]+==[^\s#]+)", env, flags=re.M))
+    assert listed == pins
+    python = re.search(r"^\s+- python([^\s#]+)", env, flags=re.M).group(1)
+    assert python == project["requires-python"], (python, project["requires-python"])

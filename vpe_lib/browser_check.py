@@ -30,6 +30,7 @@ class PageCheck:
     n_images: int = 0
     n_animations: int = 0  # GIF / APNG images and <video> elements
     title: str = ""
+    probe: object = None  # what `probe_js` returned on this page, if given
 
     @property
     def ok(self) -> bool:
@@ -99,8 +100,10 @@ _IMAGES_JS = """
 
 
 def check_pages(pages: list[Path], *, chromium: str | None = None, settle_s: float = 1.0,
-                load_timeout_s: float = 60.0) -> list[PageCheck]:
-    """Open each page (a local HTML file) in one headless Chromium; one PageCheck per page."""
+                load_timeout_s: float = 60.0, probe_js: str | None = None) -> list[PageCheck]:
+    """Open each page (a local HTML file) in one headless Chromium; one PageCheck per page.
+    `probe_js`: an expression evaluated after the page settled (its JSON-able value lands in
+    PageCheck.probe), for tests that act on a page (hover a point) and read what changed."""
     chromium = chromium or find_chromium()
     if chromium is None:
         raise FileNotFoundError("no Chromium found (apt-get install chromium)")
@@ -114,7 +117,7 @@ def check_pages(pages: list[Path], *, chromium: str | None = None, settle_s: flo
             ws_url = _devtools_url(proc)
             dev = _DevTools(ws_url)
             try:
-                return [_check_one(dev, Path(p), settle_s, load_timeout_s) for p in pages]
+                return [_check_one(dev, Path(p), settle_s, load_timeout_s, probe_js) for p in pages]
             finally:
                 dev.close()
         finally:
@@ -136,7 +139,8 @@ def _devtools_url(proc: subprocess.Popen, timeout_s: float = 30.0) -> str:
     raise RuntimeError("Chromium did not start its DevTools endpoint: " + " | ".join(seen[-5:]))
 
 
-def _check_one(dev: _DevTools, page: Path, settle_s: float, load_timeout_s: float) -> PageCheck:
+def _check_one(dev: _DevTools, page: Path, settle_s: float, load_timeout_s: float,
+               probe_js: str | None = None) -> PageCheck:
     target = dev.call("Target.createTarget", url="about:blank")["targetId"]
     session = dev.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
     for domain in ("Runtime", "Log", "Network", "Page"):
@@ -153,6 +157,10 @@ def _check_one(dev: _DevTools, page: Path, settle_s: float, load_timeout_s: floa
     info = json.loads(res["result"]["value"])
     check = PageCheck(page=page.name, n_images=info["n"], broken_images=info["broken"],
                       n_animations=info["anim"], title=info["title"])
+    if probe_js is not None:
+        check.probe = dev.call("Runtime.evaluate", session, expression=probe_js, returnByValue=True,
+                               awaitPromise=True)["result"].get("value")
+        dev.drain(0.2)  # errors the probe caused are collected below
     urls: dict[str, str] = {}
     for e in dev.events:
         if e.get("sessionId") != session:

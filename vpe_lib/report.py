@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from vpe_lib.config import get_config
 from vpe_lib.host_speed import host_speed
+from vpe_lib.hover_umap import PLOTLY_JS, write_plotly_js
 from vpe_lib.progress import forward_progress
 from vpe_lib.train.device import resolve_device
 from vpe_lib.stage_cache import clear_stamp, read_stamp, resolve_stage_names, stage_keys, stage_of_notebook, \
@@ -117,6 +118,8 @@ def _render_html(executed: Path, target: Path) -> None:
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
     target.write_text(offline_html(body))
+    if f'src="{PLOTLY_JS}"' in body:  # an interactive figure (vpe_lib.hover_umap): its library, beside the page
+        write_plotly_js(target.parent)
 
 
 # nbconvert's template loads MathJax and require.js from a CDN; the pages use neither (figures are
@@ -178,6 +181,9 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
                 _render_html(executed, out_dir / f"{nb.stem}.html")
                 pages.append((nb.stem, f"{nb.stem}.html"))
                 earlier.append(nb.stem)
+                stamp = read_stamp(run_dir, stage)
+                if stamp and "wall_s" in stamp:  # its time when it was computed, as for a cached stage
+                    computed_wall[nb.stem] = stamp["wall_s"]
             continue
         start = time.perf_counter()
         stamp = read_stamp(run_dir, stage)
@@ -236,11 +242,23 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
     return summary
 
 
+def _wall_html(summary: dict[str, Any]) -> str:
+    """'total wall time 1,234 s', and where stages were cached or rendered from an earlier run, the
+    sum of every stage's time when it was computed beside this invocation's."""
+    now = summary["wall_time_s"].get("total", 0)
+    computed = summary.get("computed_wall_time_s", {})
+    if not (summary.get("cached_stages") or summary.get("pages_from_earlier_runs")) or not computed:
+        return f"total wall time {now:,.0f} s"
+    return (f"this invocation {now:,.0f} s; the stages, each when it was computed: "
+            f"{sum(computed.values()):,.0f} s")
+
+
 def _page_time(summary: dict[str, Any], name: str) -> str:
     """'412 s', or for a stage skipped as unchanged '412 s, cached' (its time when it was computed)."""
     computed = summary.get("computed_wall_time_s", {}).get(name, summary["wall_time_s"].get(name, 0))
     if name in summary.get("pages_from_earlier_runs", ()):
-        return "from an earlier run"
+        return f"from an earlier run, computed in {computed:.0f} s" if name in summary.get(
+            "computed_wall_time_s", {}) else "from an earlier run"
     return f"{computed:.0f} s" + (", cached" if name in summary.get("cached_stages", ()) else "")
 
 
@@ -348,7 +366,7 @@ th{{background:#f3f3f3}}.err{{color:#a00}}code{{background:#f3f3f3;padding:0 .2e
 <h1>Do video prediction models make general visual encoders?</h1>
 <p>Profile <code>{html.escape(prov['profile'])}</code> · commit <code>{html.escape(prov['commit'][:12])}</code>{' (dirty)' if prov['dirty'] else ''}
 · {html.escape(str(hw['cpu_count']))} CPU cores{_speed_html(hw)}{', GPU ' + html.escape(hw['gpu']) if hw['gpu'] else ', no GPU'}
-· torch {html.escape(prov['torch'])} · started {html.escape(prov['start_time'])} · total wall time {summary['wall_time_s'].get('total', 0):.0f} s</p>
+· torch {html.escape(prov['torch'])} · started {html.escape(prov['start_time'])} · {_wall_html(summary)}</p>
 {status}
 <h2>The answer, per label budget</h2><ul>{verdict}</ul>
 <h2>Headline</h2><table><tr><th>quantity</th><th>value</th></tr>{head_html}</table>
