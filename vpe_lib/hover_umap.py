@@ -101,4 +101,5 @@ def write_plotly_js(folder: Path) -> Path:
     js = get_plotlyjs()
     if not path.exists() or path.read_text(encoding="utf-8") != js:
         atomic_write_text(js, path)
+        path.chmod(0o644)  # a page's asset: readable by whoever serves or opens the report
     return path
