@@ -271,3 +271,24 @@ def test_stage_helpers_on_cuda(tmp_path):
         assert np.allclose(future_bits(gpu_model, tokens), future_bits(cpu_model, tokens), atol=2e-2)  # TF32
         futures = sample_futures(gpu_model, torch.from_numpy(tokens["cond"]), p, seed=0)
         assert futures.device.type == "cpu" and futures.shape == (5, 2, 2, 2)
+
+
+@needs_cuda
+@pytest.mark.slow
+def test_smoke_pipeline_on_cuda(tmp_path):
+    """The whole smoke report with run.device=cuda: every notebook runs on the GPU and the numbers
+    come out finite (on a machine without CUDA this skips; the CPU run is test_pipeline's)."""
+    import json
+    import math
+
+    from vpe_lib.report import build_report
+
+    out = tmp_path / "report"
+    summary = build_report("smoke", tmp_path / "run", out, overrides={"run.device": "cuda"}, timeout=900)
+    assert summary["status"] == "ok" and summary["provenance"]["hardware"]["gpu"]
+    m = json.loads((out / "summary.json").read_text())["metrics"]
+    for key in ("tokenizer/psnr_db", "predict/masked/nll_bits_per_token", "predict/ar/nll_bits_per_token",
+                "seg/fg_iou/unet", "seg/fg_iou/tokenizer/conv", "latents/speed_r2/tokenizer"):
+        assert isinstance(m[key], (int, float)) and math.isfinite(m[key]), key
+    config = json.loads((tmp_path / "run" / "heads" / "config.json").read_text())
+    assert config["run"]["device"] == "cuda"
