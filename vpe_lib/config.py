@@ -409,7 +409,8 @@ def _smoke() -> RunConfig:
 
 
 def _cpu() -> RunConfig:
-    """Meaningful results on a 2-core laptop in about 20 minutes (the default of `make report`)."""
+    """Meaningful results on 2 CPU cores (the default of `make report`): ~25 minutes on the host the
+    budget was set on, 39 on a 2-core Zen 1 EPYC (measured; the README compares hosts)."""
     return RunConfig(
         profile="cpu",
         data=DataConfig(
