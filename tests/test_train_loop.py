@@ -16,7 +16,7 @@ from vpe_lib.models.discriminator import DiscriminatorConfig
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig, TokenizerTrainer
 from vpe_lib.train import NonFiniteLossError, TrainConfig, load_checkpoint, train
 from vpe_lib.train import checkpoint as ckpt_mod
-from vpe_lib.train.loop import lr_lambda
+from vpe_lib.train.loop import cxx_compiler, lr_lambda
 
 W_TRUE = torch.tensor([[1.5], [-2.0], [0.5], [3.0]])
 
@@ -295,18 +295,12 @@ def test_bad_train_config():
         TrainConfig(amp="fp8")
 
 
-def _has_cxx() -> bool:
-    import os
-    import shutil
-    return bool(os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++"))
-
-
 def gelu_mlp(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(4, 32), nn.GELU(), nn.Linear(32, 1))
 
 
-@pytest.mark.skipif(not _has_cxx(), reason="torch.compile's inductor needs a C++ compiler on the CPU")
+@pytest.mark.skipif(cxx_compiler() is None, reason="torch.compile's inductor needs a C++ compiler on the CPU")
 def test_compiled_training_matches_eager(tmp_path):
     """train.compile: the same updates as eager up to float order (no dropout here: inductor draws
     its own random numbers), the raw weights in final.pt, and compile is not part of the recipe: a

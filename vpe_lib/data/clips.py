@@ -37,8 +37,8 @@ from PIL import Image
 
 from .errors import DataError
 from .frames import natural_key, read_rgb
-from .samplers import rank_slice
 from .video import read_video
+from ..train.distributed import rank_slice
 
 __all__ = ["ClipSource", "SkippedVideosWarning", "FrameFolderSource", "VideoFolderSource",
            "BairHdf5Source", "BairTFRecordSource", "RealClipBatches", "open_clip_source",

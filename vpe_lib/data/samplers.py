@@ -14,6 +14,7 @@ import torch
 from einops import rearrange
 
 from vpe_lib.data.store import PushWorldStore
+from vpe_lib.train.distributed import rank_slice
 
 
 def to_unit_range(frames_uint8: np.ndarray) -> torch.Tensor:
@@ -23,16 +24,6 @@ def to_unit_range(frames_uint8: np.ndarray) -> torch.Tensor:
 def from_unit_range(x: torch.Tensor) -> np.ndarray:
     """Inverse of `to_unit_range`, clamped, as uint8 (any layout)."""
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
-
-
-def rank_slice(n: int, rank: int, world: int) -> slice:
-    """The contiguous items of a global batch of `n` that rank `rank` of `world` trains on, as
-    `vpe_lib.train.distributed.shard_batch` cuts them (n must split evenly)."""
-    if n % world:
-        raise ValueError(f"global batch of {n} items does not split evenly over {world} ranks; "
-                         f"make the global (micro-)batch size a multiple of the world size")
-    k = n // world
-    return slice(rank * k, (rank + 1) * k)
 
 
 class ClipBatches:

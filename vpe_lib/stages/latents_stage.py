@@ -99,10 +99,10 @@ def build_encoders(cfg: RunConfig, run_dir: Path, log: Callable[[str], None], de
         if name == "pixels":
             out[name] = (PixelEncoder(), None)
         elif name in ("tokenizer", "random_tokenizer"):
+            pretrained = load_tokenizer(run_dir)  # read once: the random draws need only its config
             for k, seed in draws:
-                tok = load_tokenizer(run_dir)
-                if name == "random_tokenizer":
-                    tok = random_tokenizer(tok.cfg, seed)  # the heads stage's random draw of this seed
+                # the heads stage's random draw of this seed
+                tok = random_tokenizer(pretrained.cfg, seed) if name == "random_tokenizer" else pretrained
                 tok = tok.channels_last_().to(device)  # the whole tokenizer: still_codes uses its quantizer
                 out[draw_name(name, k, seed)] = (TokenizerEncoder(tok, **still), tok)
         elif name in PREDICTOR_ENCODERS:

@@ -141,6 +141,17 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
+def rank_slice(n: int, rank: int, world: int) -> slice:
+    """The contiguous items of a global batch of `n` that rank `rank` of `world` trains on (what
+    `shard_batch` keeps, and what a source's `shard` method reads). `n` must split evenly: with
+    unequal shares the DDP average of per-rank batch means would not be the global batch mean."""
+    if n % world:
+        raise ValueError(f"global batch of {n} items does not split evenly over {world} ranks; "
+                         f"make the global (micro-)batch size a multiple of the world size")
+    k = n // world
+    return slice(rank * k, (rank + 1) * k)
+
+
 def shard_batch(batch: Any, rank: int, world_size: int) -> Any:
     """Rank `rank`'s contiguous 1/world_size share of a global batch, along dim 0 of every tensor
     (tensors nested in tuples / lists / named tuples / dicts; other leaves and 0-d tensors are
@@ -151,12 +162,7 @@ def shard_batch(batch: Any, rank: int, world_size: int) -> Any:
     if isinstance(batch, Tensor):
         if batch.ndim == 0:
             return batch
-        n = batch.shape[0]
-        if n % world_size:
-            raise ValueError(f"global batch of {n} items does not split evenly over {world_size} ranks; "
-                             f"make the global (micro-)batch size a multiple of the world size")
-        k = n // world_size
-        return batch[rank * k:(rank + 1) * k]
+        return batch[rank_slice(batch.shape[0], rank, world_size)]
     if isinstance(batch, dict):
         return {key: shard_batch(v, rank, world_size) for key, v in batch.items()}
     if isinstance(batch, (list, tuple)):

@@ -653,12 +653,17 @@ def recipe(cfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in asdict(cfg).items() if k not in _COSMETIC}
 
 
+def cxx_compiler() -> str | None:
+    """The C++ compiler torch.compile's inductor would build CPU code with (CXX, else g++ or clang++)."""
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")
+    return shutil.which(cxx) if cxx else None
+
+
 def compile_model(model: nn.Module, device: torch.device) -> nn.Module:
     """torch.compile (inductor) of `model`, checked up front: on the CPU inductor writes and builds
     C++, so a machine without a compiler gets this message instead of one from deep in the first step."""
     if device.type == "cpu":
-        cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")
-        if not cxx or not shutil.which(cxx):
+        if cxx_compiler() is None:
             raise RuntimeError("train.compile=true on the CPU needs a C++ compiler for torch.compile's inductor "
                                "backend (g++ or clang++ on PATH, or CXX); install one or set train.compile=false")
     return torch.compile(model)
