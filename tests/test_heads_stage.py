@@ -25,8 +25,10 @@ from vpe_lib.stages.seg_protocol import (
     budget_videos,
     choose_lr,
     main_methods,
+    method_from_name,
     pct_name,
     run_key,
+    seg_identity,
 )
 
 TINY = TokenizerConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, temporal_down=(True,),
@@ -85,6 +87,22 @@ def test_run_key_changes_with_anything_that_determines_the_run():
     assert base == run_key(Method("unet"), 10.0, 0, 1e-3, {"steps": 100})
     assert base != run_key(Method("unet"), 10.0, 0, 1e-3, {"steps": 101})
     assert base != run_key(Method("unet"), 10.0, 1, 1e-3, {"steps": 100})
+
+
+def test_method_names_round_trip_and_the_convergence_check_is_not_part_of_a_run_identity():
+    for m in main_methods(["tokenizer", "pixels"], ["conv", "linear"], ["frozen", "finetuned"]):
+        assert method_from_name(m.name) == m
+    with pytest.raises(ValueError, match="encoder"):
+        method_from_name("tokenizer/conv")
+    s = get_config("study").seg
+    base = seg_identity(s)
+    assert "convergence_steps" not in base and "progress" not in base["train"]
+    assert seg_identity(dataclasses.replace(s, convergence_steps=1920, convergence_methods=("unet",))) == base
+    assert seg_identity(dataclasses.replace(s, budget_steps=(120, 240, 1920))) != base
+    with pytest.raises(ValueError, match="convergence_methods"):
+        dataclasses.replace(s, convergence_methods=("tokenizer/conv/thawed",))
+    with pytest.raises(ValueError, match="convergence_steps"):
+        dataclasses.replace(s, convergence_steps=-1)
 
 
 def test_seg_config_rejects_unknown_names():
@@ -199,7 +217,8 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     over = {"pretrain.compare_quantizers": [], "pretrain.compare_steps": 0, "pretrain.train.steps": 4,
             "seg.train.steps": 6, "seg.train.eval_every": 3, "seg.level_probes": False, "seg.budget_steps": [3, 6],
             "predict.train.steps": 4, "predict.study_maskings": [], "predict.n_sample_clips": 2,
-            "pretrain.extra_seeds": [1]}  # seed 1 of the study then reads the second pretrained tokenizer
+            "pretrain.extra_seeds": [1],  # seed 1 of the study then reads the second pretrained tokenizer
+            "seg.convergence_steps": 9}
     cfg, out = start_stage("smoke", tmp_path, "data", over)
     run_data_stage(cfg, out, progress=False)
     cfg, out = start_stage("smoke", tmp_path, "pretrain", over)
@@ -233,9 +252,19 @@ def test_heads_stage_at_smoke_scale(tmp_path):
         assert r["best_step"] == next(st for st, v in r["curve"] if v == r["val_fg_iou"])
     lr = json.loads((out / "lr_search.json").read_text())
     assert set(lr["unet"]["labels100"]) == {"0.002"}
+    # the convergence check: the first seed's run once more for 9 updates instead of 6, its curve beside the grid's
+    conv = json.loads((out / "convergence.json").read_text())
+    assert [r["method"] for r in conv["runs"]] == list(cfg.seg.convergence_methods)
+    for r in conv["runs"]:
+        assert [st for st, _ in r["curve"]] == [3, 6, 9] and r["budget_curve"] == per_seed[r["method"]]["labels100"][0]["curve"]
+        assert r["lr"] == per_seed[r["method"]]["labels100"][0]["lr"] and r["seed"] == 0
+        name = f"seg/convergence/{r['method']}"
+        assert m[f"{name}/steps"] == 9 and m[f"{name}/budget_steps"] == 6 and 0 <= m[f"{name}/fg_iou"] <= 1
+        assert m[f"{name}/gain"] == pytest.approx(m[f"{name}/fg_iou"] - m[f"seg/convergence/{r['method']}/budget_fg_iou"])
+        assert m[f"{name}/budget_fg_iou"] == per_seed[r["method"]]["labels100"][0]["fg_iou"]
     # a second run with the same config reuses every finished training run and gives the same numbers
     again = run_heads_stage(cfg, tmp_path, out, progress=False, log=lambda s: None)
-    timing = [k for k in m if "/train_wall_s/" in k]  # resumed runs add the seconds it took to load them
+    timing = [k for k in m if "train_wall_s" in k]  # resumed runs add the seconds it took to load them
     assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in m.items() if k not in timing}
 
 

@@ -32,7 +32,7 @@ def test_smoke_report_end_to_end(tmp_path):
                 "seg/fg_iou/unet", "seg/fg_iou/tokenizer/conv", "seg/fg_iou/colour_baseline/labels100",
                 "seg/fg_iou/tokenizer/conv/finetuned/labels50", "seg/fg_iou_objects/unet/labels100",
                 "seg/diff_vs_unet/tokenizer/conv/frozen/labels50/ci_low", "seg/coco_ap/unet/labels100/ap",
-                "seg/boundary_f/random_tokenizer/conv/frozen/labels100",
+                "seg/boundary_f/random_tokenizer/conv/frozen/labels100", "seg/convergence/unet/gain",
                 "predict/masked/nll_bits_per_token", "predict/ar/nll_bits_per_token",
                 "predict/copy_tokens/nll_bits_per_token", "predict/unigram/nll_bits_per_token",
                 "predict/masked/psnr_db_moving", "predict/ceiling/psnr_db_moving", "predict/copy_pixels/psnr_db_moving",
@@ -42,6 +42,7 @@ def test_smoke_report_end_to_end(tmp_path):
         assert isinstance(m[key], (int, float)), key
     assert 0 <= m["seg/fg_iou/unet"] <= 1
     assert "Video prediction (test videos)" in index
+    assert "No convergence check" not in (out / "05_heads.html").read_text()  # the smoke profile runs it
     for stage in ("data", "pretrain", "predict", "latents", "heads", "results"):
         assert (run_dir / stage / "config.json").exists() and (run_dir / stage / "metrics.json").exists()
     assert summary["metrics"] == m

@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 
 from vpe_lib import study_plots  # noqa: E402
 from vpe_lib.report import render_index  # noqa: E402
-from vpe_lib.stages.results_stage import answers, segmentation_rows, study_rows  # noqa: E402
+from vpe_lib.stages.results_stage import answers, convergence_notes, segmentation_rows, study_rows  # noqa: E402
 
 
 def _metrics():
@@ -74,6 +74,31 @@ def test_index_page_states_the_answers():
                "wall_time_s": {"total": 1.0}, "status": "ok"}
     page = render_index(summary, [])
     assert "beats the UNet" in page and "no measurable difference" in page and "still rising (33% of seeds)" in page
+
+
+def test_convergence_notes_say_what_training_longer_gave():
+    m = _metrics()
+    assert convergence_notes(m) == []  # no check in this run
+    for name, (fg, gain, rising) in (("tokenizer/conv/finetuned", (0.70, 0.004, 0.0)), ("unet", (0.74, 0.04, 1.0))):
+        m.update({f"seg/convergence/{name}/{k}": v for k, v in (("steps", 1920), ("budget_steps", 480), ("fg_iou", fg),
+                                                               ("gain", gain), ("still_rising", rising))})
+    unet, tok = convergence_notes(m)  # the UNet first
+    assert "the UNet from scratch trained for 1920 updates instead of 480 scores 0.740" in unet
+    assert "+0.040 against the grid's run" in unet and "still rising" in unet
+    assert "within 0.01 of the grid's run (+0.004)" in tok and "still rising" not in tok
+    summary = {"metrics": m, "provenance": {"profile": "study", "commit": "abc", "dirty": False,
+                                            "hardware": {"cpu_count": 2, "gpu": None}, "torch": "x", "start_time": "t"},
+               "wall_time_s": {"total": 1.0}, "status": "ok"}
+    assert "Convergence check, one seed: the UNet" in render_index(summary, [])
+
+
+def test_convergence_figure_draws_both_schedules():
+    runs = [{"method": "unet", "steps": 90, "budget_steps": 30, "curve": [[30, 0.5], [60, 0.6], [90, 0.62]],
+             "budget_curve": [[10, 0.4], [20, 0.5], [30, 0.55]]}]
+    ax = study_plots.convergence(runs)
+    assert len(ax.lines) == 4  # two curves, two best points
+    assert ax.lines[0].get_linestyle() == "--" and ax.lines[2].get_linestyle() == "-"
+    plt.close("all")
 
 
 def _per_seed():

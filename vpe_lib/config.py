@@ -151,6 +151,12 @@ class SegConfig:
     # method at a budget trains for the same number, and each run's test weights are those of its
     # best validation evaluation, so the updates actually used are chosen on validation
     budget_steps: tuple[int, ...] = ()
+    # The convergence check (0 = off): at the largest label budget, `convergence_methods` (method names as
+    # in the table, "unet" or "<encoder>/<head>/<mode>") train once more for this many updates, with the
+    # first seed, the learning rate chosen at that budget and their own warmup + cosine schedule, so the
+    # report shows what the budget's schedule left on the table. Not part of any run's identity.
+    convergence_steps: int = 0
+    convergence_methods: tuple[str, ...] = ("unet", "tokenizer/conv/finetuned", "random_tokenizer/conv/finetuned")
     n_val_videos: int = 40  # training videos held out for choosing hyperparameters
     frame_stride: int = 3  # labelled frames: every k-th frame of each training video
     test_frame_stride: int = 5  # validation and test frames
@@ -174,6 +180,15 @@ class SegConfig:
         if self.budget_steps and (len(self.budget_steps) != len(self.label_pcts) or min(self.budget_steps) < 1):
             raise ValueError(f"seg.budget_steps must give a positive number of updates for each of the label "
                              f"budgets {self.label_pcts}, got {self.budget_steps}")
+        if not isinstance(self.convergence_steps, int) or self.convergence_steps < 0:
+            raise ValueError(f"seg.convergence_steps must be an int >= 0 (0 = off), got {self.convergence_steps!r}")
+        self.convergence_methods = tuple(self.convergence_methods)
+        for name in self.convergence_methods:
+            parts = name.split("/")
+            if not (name == "unet" or (len(parts) == 3 and parts[0] in ENCODERS and parts[1] in HEADS
+                                       and parts[2] in MODES)):
+                raise ValueError(f"seg.convergence_methods: {name!r} is not 'unet' or '<encoder>/<head>/<mode>' "
+                                 f"(encoders {', '.join(ENCODERS)}; heads {', '.join(HEADS)}; modes {', '.join(MODES)})")
         if self.still not in ("repeat", "single"):
             raise ValueError(f"seg.still must be 'repeat' or 'single', got {self.still!r}")
 
@@ -398,6 +413,7 @@ def _smoke() -> RunConfig:
             unet_depth=2,
             train=TrainConfig(steps=15, batch_size=8, lr=2e-3, warmup_steps=2, log_every=5, eval_every=5,
                               ckpt_every=0, progress=False),
+            convergence_steps=25,  # the convergence check, so the smoke report renders its section
             n_val_videos=3,
             frame_stride=2,
             test_frame_stride=2,
@@ -573,6 +589,7 @@ def _gpu() -> RunConfig:
     s.label_pcts = (10.0, 100.0)
     s.train = dataclasses.replace(s.train, steps=300, warmup_steps=30, eval_every=60, ckpt_every=0)
     s.frame_stride, s.test_frame_stride = 6, 5  # 40k labelled frames with flips: features fit in host RAM
+    s.convergence_steps = 1200  # the UNet and the fine-tuned tokenizer pair at 4x the 100% schedule
     cfg.analysis = dataclasses.replace(cfg.analysis, n_points=4000, probe_train_videos=200, probe_test_videos=100)
     return cfg
 

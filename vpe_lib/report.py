@@ -29,7 +29,8 @@ from vpe_lib.progress import forward_progress
 from vpe_lib.train.device import resolve_device
 from vpe_lib.stage_cache import clear_stamp, read_stamp, resolve_stage_names, stage_keys, stage_of_notebook, \
     why_stale, write_stamp
-from vpe_lib.stages.results_stage import answers, collect_metrics, seg_prefix, segmentation_rows, study_rows
+from vpe_lib.stages.results_stage import (answers, collect_metrics, convergence_notes, seg_prefix, segmentation_rows,
+                                          study_rows)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -285,7 +286,8 @@ def _answers(summary: dict[str, Any]) -> list[str]:
     n = int(m.get(f"{prefix}/n_seeds") or 0)
     if not any(k.startswith(f"{prefix}/fg_iou/tokenizer/") for k in m):
         return ["The segmentation stage has not produced results in this run."]
-    return answers(m, n_seeds=n, prefix=prefix) or ["The segmentation stage ran no pretrained-encoder rows."]
+    return ((answers(m, n_seeds=n, prefix=prefix) or ["The segmentation stage ran no pretrained-encoder rows."])
+            + convergence_notes(m, prefix))
 
 
 def _study_table(m: dict[str, Any]) -> str:

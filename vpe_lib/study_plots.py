@@ -60,6 +60,29 @@ def learning_curves(per_seed: dict, *, methods=None, budgets=None, metric_label:
     return fig
 
 
+def convergence(runs: list[dict], ax=None, metric_label: str = "validation fg IoU"):
+    """The convergence check (`heads_stage.convergence_check` rows): per method, the validation curve
+    of the grid's first-seed run (dashed, the budget's schedule) and of the same run trained longer
+    (solid), each best point marked. A solid curve that keeps rising past the dashed one's end says
+    the budget's schedule stopped that method early."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 3.4))
+    for i, r in enumerate(runs):
+        for curve, style, label in ((r.get("budget_curve"), "--", f"{r['budget_steps']} updates"),
+                                    (r["curve"], "-", f"{r['steps']} updates")):
+            if not curve:
+                continue
+            steps, vals = zip(*curve)
+            ax.plot(steps, vals, style, color=f"C{i}", lw=1.2, label=f"{r['method']}, {label}")
+            j = int(np.argmax(vals))
+            ax.plot(steps[j], vals[j], "o", color=f"C{i}", ms=4)
+    ax.set_xlabel("update")
+    ax.set_ylabel(metric_label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax
+
+
 def level_probes(per_seed: dict, *, budget: str, ax=None):
     """Linear probes on each encoder level alone: pretrained vs random weights, seeds as dots."""
     probes = sorted({m.split("/probe-")[1] for m in per_seed if "/probe-" in m})

@@ -51,8 +51,8 @@ from vpe_lib.stages.common import require, stage_device, write_json, write_metri
 from vpe_lib.stages.predict_stage import load_predictor, predictor_folder
 from vpe_lib.stages.pretrain_stage import load_tokenizer
 from vpe_lib.progress import format_duration
-from vpe_lib.stages.seg_protocol import (Method, budget_index, choose_lr, file_digest, main_methods, pct_name,
-                                         pushworld_splits, run_key)
+from vpe_lib.stages.seg_protocol import (Method, budget_index, choose_lr, file_digest, main_methods,
+                                         method_from_name, pct_name, pushworld_splits, run_key, seg_identity)
 from vpe_lib.train.device import module_device, resolve_device
 from vpe_lib.train.checkpoint import atomic_save
 from vpe_lib.train.loop import recipe, train
@@ -427,7 +427,7 @@ class Study:
             val_in, test_in = self.splits["val"].frames, self.splits["test"].frames
 
         # the recipe only: a progress bar, logging cadence or torch.compile reuses the run
-        key = run_key(method, pct, seed, lr, recipe(tcfg), {**dataclasses.asdict(s), "train": recipe(s.train)}, ident,
+        key = run_key(method, pct, seed, lr, recipe(tcfg), seg_identity(s), ident,
                       self.data_digest)
         folder = self.out / "runs" / method.key / f"{pct_name(pct)}_seed{seed}_lr{lr:g}_{key}"
         best = BestOnValidation(folder / "best.pt", fresh=not (folder / "checkpoint.pt").exists())
@@ -519,6 +519,24 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
 
     study.remove_feature_stores()
     metrics = collect(per_run, s, study)
+    if s.convergence_steps:
+        lrs = {name: per_run[name][pct_name(largest)][0]["lr"] for name in s.convergence_methods if name in per_run}
+        missing = [name for name in s.convergence_methods if name not in per_run]
+        if missing:  # said, not dropped silently: those rows are not in this profile's grid
+            log(f"[heads] convergence check: {', '.join(missing)} not in this study's methods, left out")
+        log(f"[heads] convergence check: {', '.join(lrs)} at {largest:g}% labels for {s.convergence_steps} updates")
+        rows = convergence_check(cfg, run_dir, out, [(method_from_name(n), lr) for n, lr in lrs.items()],
+                                 s.convergence_steps, device=device, progress=progress)
+        for row in rows:
+            row["budget_curve"] = per_run[row["method"]][pct_name(largest)][0]["curve"]
+            row["budget_fg_iou"] = per_run[row["method"]][pct_name(largest)][0]["fg_iou"]
+            row["budget_steps"] = s.steps_at(largest)
+            for k in ("steps", "budget_steps", "fg_iou", "fg_iou_objects", "budget_fg_iou", "val_fg_iou",
+                      "best_step", "train_wall_s"):
+                metrics[f"seg/convergence/{row['method']}/{k}"] = float(row[k])
+            metrics[f"seg/convergence/{row['method']}/gain"] = row["fg_iou"] - row["budget_fg_iou"]
+            metrics[f"seg/convergence/{row['method']}/still_rising"] = float(row["curve_status"] == "still rising")
+        write_json(out / "convergence.json", {"label_pct": largest, "seed": s.seeds[0], "runs": rows})
     baselines = run_baselines(study, s)
     for name, res in baselines.items():
         for k, v in res.items():
@@ -534,6 +552,29 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     np.savez_compressed(out / "test_preds.npz", frames=test.frames, truth=test.semantic, **test_preds)
     write_metrics(out, metrics)
     return metrics
+
+
+def convergence_check(cfg: RunConfig, run_dir: Path, out: Path, methods: list[tuple[Method, float]], steps: int,
+                      *, device: torch.device | str | None = None, progress: bool = False) -> list[dict]:
+    """Each (method, learning rate) once more at the largest label budget for `steps` updates: the
+    first seed (its label subset and initialisation), its own warmup + cosine schedule and validation
+    every seg.train.eval_every updates; test weights from its best validation step, as in the grid.
+    Only the update count differs from the grid's first-seed run, so the two curves show whether the
+    budget's schedule had converged. Runs are cached like the grid's (resumable, reused when finished)."""
+    s = cfg.seg
+    largest = max(s.label_pcts)
+    per_budget = s.budget_steps or tuple(s.train.steps for _ in s.label_pcts)
+    budget = tuple(steps if p == largest else n for p, n in zip(s.label_pcts, per_budget))
+    study = Study(dataclasses.replace(cfg, seg=dataclasses.replace(s, budget_steps=budget)), run_dir, out,
+                  progress=progress, device=device)
+    rows = []
+    for method, lr in methods:
+        r = study.run(method, largest, 0, s.seeds[0], lr)
+        r.update(study.score(r.pop("probs").argmax(1)))
+        rows.append({"steps": steps, **{k: r[k] for k in ("method", "seed", "lr", "curve", "curve_status", "best_step",
+                                                          "val_fg_iou", "fg_iou", "fg_iou_objects", "train_wall_s")}})
+    study.remove_feature_stores()
+    return rows
 
 
 def ablation_methods(cfg: RunConfig, study: Study) -> list[Method]:

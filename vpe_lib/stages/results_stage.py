@@ -124,6 +124,26 @@ def answers(m: dict[str, float], *, n_seeds: int, prefix: str = "seg") -> list[s
     return out
 
 
+def convergence_notes(m: dict[str, float], prefix: str = "seg", tol: float = 0.01) -> list[str]:
+    """One sentence per method of the convergence check (seg.convergence_steps): what training longer
+    than the largest budget's schedule gave on the test videos, and whether the longer curve converged.
+    One seed, so a gain below `tol` is called no gain rather than given a sign."""
+    head = f"{prefix}/convergence/"
+    names = sorted({k[len(head):].rsplit("/", 1)[0] for k in m if k.startswith(head)}, key=lambda n: n != "unet")
+    out = []
+    for name in names:
+        g = {k: m.get(f"{head}{name}/{k}") for k in ("steps", "budget_steps", "fg_iou", "gain", "still_rising")}
+        if any(v is None for v in g.values()):
+            continue
+        what = "the UNet from scratch" if name == "unet" else name
+        gain = (f"within {tol:g} of the grid's run ({g['gain']:+.3f}): that schedule had converged for it"
+                if abs(g["gain"]) < tol else f"{g['gain']:+.3f} against the grid's run")
+        tail = "; the longer curve was still rising" if g["still_rising"] else ""
+        out.append(f"Convergence check, one seed: {what} trained for {g['steps']:.0f} updates instead of "
+                   f"{g['budget_steps']:.0f} scores {g['fg_iou']:.3f} test foreground IoU, {gain}{tail}.")
+    return out
+
+
 def run_results_stage(run_dir: Path, out: Path) -> dict[str, float]:
     m = collect_metrics(run_dir)
     derived: dict[str, float] = {}

@@ -28,6 +28,7 @@ from vpe_lib.data.seg_sources import LabelledSplit
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.models.encoders import ENCODERS, PREDICTOR_ENCODERS
 from vpe_lib.models.heads import MODES
+from vpe_lib.train.loop import recipe
 
 
 
@@ -116,6 +117,17 @@ class Method:
         return self.name.replace("/", "__")
 
 
+def method_from_name(name: str) -> Method:
+    """The Method a table row's name stands for ("unet" or "<encoder>/<head>/<mode>[/<tag>]"); ablation
+    tags carry no levels, so only main methods round-trip."""
+    if name == "unet":
+        return Method("unet")
+    parts = name.split("/")
+    if len(parts) != 3:
+        raise ValueError(f"{name!r}: a main method's name is 'unet' or '<encoder>/<head>/<mode>'")
+    return Method(*parts)
+
+
 def main_methods(encoders: Sequence[str], heads: Sequence[str], modes: Sequence[str],
                  finetune_heads: Sequence[str] = (), head_encoders: Sequence[str] = ()) -> list[Method]:
     """encoders × heads × modes, then the UNet. Raw pixels have no weights to fine-tune: they run
@@ -144,6 +156,19 @@ def run_key(*parts: Any) -> str:
     blob = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts],
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# SegConfig fields that select extra runs without changing any run's recipe
+NOT_RUN_IDENTITY = ("convergence_steps", "convergence_methods")
+
+
+def seg_identity(s) -> dict[str, Any]:
+    """What of the study's config (a SegConfig) goes into a run's key: all of it but the fields that
+    only add runs (the convergence check), with its train config reduced to the recipe (a progress
+    bar or torch.compile reuses the run)."""
+    d = {k: v for k, v in asdict(s).items() if k not in NOT_RUN_IDENTITY}
+    d["train"] = recipe(s.train)
+    return d
 
 
 def file_digest(path: Path) -> str:
