@@ -14,8 +14,8 @@ as `vpe_lib.train.loop.train`, on fixed random inputs of the profile's batch sha
   (tracing + code generation + the step: the compile cost) and the median of `--steps` steps after
   `--warmup` more;
 * the speed-up (eager / compiled median), the break-even number of updates (compile cost / time
-  saved per update; "never" when compiled is not faster) and the loss difference of the first step
-  (the same weights and batch: float order only).
+  saved per update; "never" when compiled is not faster) and the loss difference of the first
+  training step (the same weights and batch: float order only).
 
 On the CPU the inductor backend builds C++ with the machine's compiler: the first step's time is
 mostly that build, measured cold (inductor's on-disk caches off). The JSON names the host (CPU model, threads, torch) beside the numbers.
@@ -96,10 +96,12 @@ def build(name: str, cfg, device: torch.device) -> tuple[nn.Module, Callable[[nn
     raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
 
 
-def timed_steps(fwd: nn.Module, params, loss_fn, n: int, device: torch.device, amp: str) -> list[float]:
+def timed_steps(fwd: nn.Module, params, loss_fn, n: int, device: torch.device, amp: str
+                ) -> tuple[list[float], list[float]]:
+    """Wall time and loss of `n` full training steps (the loss is read after the clock stops)."""
     opt = torch.optim.AdamW(params, lr=1e-4)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = []
+    times, losses = [], []
     for _ in range(n):
         sync()
         t0 = time.perf_counter()
@@ -111,27 +113,27 @@ def timed_steps(fwd: nn.Module, params, loss_fn, n: int, device: torch.device, a
         opt.zero_grad(set_to_none=True)
         sync()
         times.append(time.perf_counter() - t0)
-    return times
+        losses.append(loss.detach())
+    return times, [float(v) for v in losses]
 
 
 def bench(name: str, cfg, args, device: torch.device) -> dict:
     model, loss_fn = build(name, cfg, device)
-    twin = copy.deepcopy(model)  # the same initial weights for the loss check
-    with torch.no_grad(), _autocast(args.amp, device):
-        first_eager = float(loss_fn(model))
+    twin = copy.deepcopy(model)  # the same initial weights: the first steps' losses differ by float order only
     params = [p for p in model.parameters() if p.requires_grad]
-    eager = timed_steps(model, params, loss_fn, args.warmup + args.steps, device, args.amp)[args.warmup:]
+    eager, eager_losses = timed_steps(model, params, loss_fn, args.warmup + args.steps, device, args.amp)
+    eager = eager[args.warmup:]
+    # the first compiled call is the training step itself: its time holds the whole compile (no other
+    # compiled call runs before it, so none of the tracing or code generation goes untimed)
     compiled = compile_model(twin, device)
-    with torch.no_grad(), _autocast(args.amp, device):
-        first_compiled_eval = float(loss_fn(compiled))  # an eval-mode-free forward under no_grad: its own graph
     twin_params = [p for p in twin.parameters() if p.requires_grad]
-    times = timed_steps(compiled, twin_params, loss_fn, 1 + args.warmup + args.steps, device, args.amp)
+    times, losses = timed_steps(compiled, twin_params, loss_fn, 1 + args.warmup + args.steps, device, args.amp)
     e, c = statistics.median(eager), statistics.median(times[1 + args.warmup:])
     saved = e - c
     return {"params": sum(p.numel() for p in params), "eager_step_s": e, "compiled_step_s": c,
             "first_compiled_step_s": times[0], "compile_s": times[0] - c, "speedup": e / c,
             "break_even_updates": (times[0] - c) / saved if saved > 0 else None,
-            "first_loss_abs_diff": abs(first_eager - first_compiled_eval)}
+            "first_loss_abs_diff": abs(eager_losses[0] - losses[0])}
 
 
 def main(argv: list[str] | None = None) -> dict:
