@@ -218,7 +218,7 @@ def test_heads_stage_at_smoke_scale(tmp_path):
             "seg.train.steps": 6, "seg.train.eval_every": 3, "seg.level_probes": False, "seg.budget_steps": [3, 6],
             "predict.train.steps": 4, "predict.study_maskings": [], "predict.n_sample_clips": 2,
             "pretrain.extra_seeds": [1],  # seed 1 of the study then reads the second pretrained tokenizer
-            "seg.convergence_steps": 9}
+            "seg.convergence_steps": 9, "seg.convergence_seeds": 2}
     cfg, out = start_stage("smoke", tmp_path, "data", over)
     run_data_stage(cfg, out, progress=False)
     cfg, out = start_stage("smoke", tmp_path, "pretrain", over)
@@ -254,14 +254,17 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     assert set(lr["unet"]["labels100"]) == {"0.002"}
     # the convergence check: the first seed's run once more for 9 updates instead of 6, its curve beside the grid's
     conv = json.loads((out / "convergence.json").read_text())
-    assert [r["method"] for r in conv["runs"]] == list(cfg.seg.convergence_methods)
+    assert [(r["method"], r["seed"]) for r in conv["runs"]] == [(n, k) for n in cfg.seg.convergence_methods for k in (0, 1)]
     for r in conv["runs"]:
-        assert [st for st, _ in r["curve"]] == [3, 6, 9] and r["budget_curve"] == per_seed[r["method"]]["labels100"][0]["curve"]
-        assert r["lr"] == per_seed[r["method"]]["labels100"][0]["lr"] and r["seed"] == 0
-        name = f"seg/convergence/{r['method']}"
-        assert m[f"{name}/steps"] == 9 and m[f"{name}/budget_steps"] == 6 and 0 <= m[f"{name}/fg_iou"] <= 1
-        assert m[f"{name}/gain"] == pytest.approx(m[f"{name}/fg_iou"] - m[f"seg/convergence/{r['method']}/budget_fg_iou"])
-        assert m[f"{name}/budget_fg_iou"] == per_seed[r["method"]]["labels100"][0]["fg_iou"]
+        grid = per_seed[r["method"]]["labels100"][r["seed"]]
+        assert [st for st, _ in r["curve"]] == [3, 6, 9] and r["budget_curve"] == grid["curve"]
+        assert r["lr"] == grid["lr"] and r["budget_fg_iou"] == grid["fg_iou"]
+    for name in cfg.seg.convergence_methods:
+        key, rs = f"seg/convergence/{name}", [r for r in conv["runs"] if r["method"] == name]
+        assert m[f"{key}/steps"] == 9 and m[f"{key}/budget_steps"] == 6 and m[f"{key}/n_seeds"] == 2
+        assert m[f"{key}/fg_iou"] == pytest.approx(np.mean([r["fg_iou"] for r in rs]))
+        assert m[f"{key}/gain"] == pytest.approx(m[f"{key}/fg_iou"] - m[f"{key}/budget_fg_iou"])
+        assert (f"{key}/diff_vs_unet/ci_low" in m) == (name != "unet")
     # a second run with the same config reuses every finished training run and gives the same numbers
     again = run_heads_stage(cfg, tmp_path, out, progress=False, log=lambda s: None)
     timing = [k for k in m if "train_wall_s" in k]  # resumed runs add the seconds it took to load them

@@ -83,13 +83,22 @@ def test_convergence_notes_say_what_training_longer_gave():
         m.update({f"seg/convergence/{name}/{k}": v for k, v in (("steps", 1920), ("budget_steps", 480), ("fg_iou", fg),
                                                                ("gain", gain), ("still_rising", rising))})
     unet, tok = convergence_notes(m)  # the UNet first
-    assert "the UNet from scratch trained for 1920 updates instead of 480 scores 0.740" in unet
-    assert "+0.040 against the grid's run" in unet and "still rising" in unet
-    assert "within 0.01 of the grid's run (+0.004)" in tok and "still rising" not in tok
+    assert "Convergence check, 1 seed: the UNet from scratch trained for 1920 updates instead of 480 scores 0.740" in unet
+    assert "+0.040 against the grid's runs" in unet and "the longer curve was still rising" in unet
+    assert "within 0.01 of the grid's runs (+0.004)" in tok and "still rising" not in tok and "UNet" not in tok
+    # three seeds: the share of curves still rising, and the paired interval against the UNet trained as long
+    for name in ("unet", "tokenizer/conv/finetuned"):
+        m[f"seg/convergence/{name}/n_seeds"] = 3
+    m["seg/convergence/unet/still_rising"] = 2 / 3
+    m.update({"seg/convergence/tokenizer/conv/finetuned/diff_vs_unet/" + k: v
+              for k, v in (("mean", -0.04), ("ci_low", -0.07), ("ci_high", -0.01))})
+    unet, tok = convergence_notes(m)
+    assert "3 seeds" in unet and "67% of the longer curves still rose" in unet
+    assert "Trained as long: the UNet beats tokenizer/conv/finetuned by 0.040" in tok
     summary = {"metrics": m, "provenance": {"profile": "study", "commit": "abc", "dirty": False,
                                             "hardware": {"cpu_count": 2, "gpu": None}, "torch": "x", "start_time": "t"},
                "wall_time_s": {"total": 1.0}, "status": "ok"}
-    assert "Convergence check, one seed: the UNet" in render_index(summary, [])
+    assert "Convergence check, 3 seeds: the UNet" in render_index(summary, [])
 
 
 def test_convergence_figure_draws_both_schedules():
@@ -98,6 +107,9 @@ def test_convergence_figure_draws_both_schedules():
     ax = study_plots.convergence(runs)
     assert len(ax.lines) == 4  # two curves, two best points
     assert ax.lines[0].get_linestyle() == "--" and ax.lines[2].get_linestyle() == "-"
+    ax = study_plots.convergence(runs + [{**runs[0], "seed": 1}])  # a second seed: same colour, no new legend entry
+    assert len(ax.lines) == 8 and ax.lines[0].get_color() == ax.lines[4].get_color()
+    assert len(ax.get_legend().get_texts()) == 2
     plt.close("all")
 
 

@@ -61,21 +61,26 @@ def learning_curves(per_seed: dict, *, methods=None, budgets=None, metric_label:
 
 
 def convergence(runs: list[dict], ax=None, metric_label: str = "validation fg IoU"):
-    """The convergence check (`heads_stage.convergence_check` rows): per method, the validation curve
-    of the grid's first-seed run (dashed, the budget's schedule) and of the same run trained longer
-    (solid), each best point marked. A solid curve that keeps rising past the dashed one's end says
+    """The convergence check (`heads_stage.run_convergence` rows): per method and seed, the validation
+    curve of the grid's run (dashed, the budget's schedule) and of the same run trained longer (solid),
+    each best point marked. A solid curve that keeps rising past the dashed one's end says
     the budget's schedule stopped that method early."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 3.4))
-    for i, r in enumerate(runs):
+    colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(r["method"] for r in runs))}
+    labelled = set()
+    for r in runs:  # one colour per method, one pair of lines per seed, labelled once
         for curve, style, label in ((r.get("budget_curve"), "--", f"{r['budget_steps']} updates"),
                                     (r["curve"], "-", f"{r['steps']} updates")):
             if not curve:
                 continue
             steps, vals = zip(*curve)
-            ax.plot(steps, vals, style, color=f"C{i}", lw=1.2, label=f"{r['method']}, {label}")
+            name = f"{r['method']}, {label}"
+            ax.plot(steps, vals, style, color=colours[r["method"]], lw=1.2, alpha=0.85,
+                    label=None if name in labelled else name)
+            labelled.add(name)
             j = int(np.argmax(vals))
-            ax.plot(steps[j], vals[j], "o", color=f"C{i}", ms=4)
+            ax.plot(steps[j], vals[j], "o", color=colours[r["method"]], ms=4)
     ax.set_xlabel("update")
     ax.set_ylabel(metric_label)
     ax.grid(alpha=0.3)

@@ -520,23 +520,9 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     study.remove_feature_stores()
     metrics = collect(per_run, s, study)
     if s.convergence_steps:
-        lrs = {name: per_run[name][pct_name(largest)][0]["lr"] for name in s.convergence_methods if name in per_run}
-        missing = [name for name in s.convergence_methods if name not in per_run]
-        if missing:  # said, not dropped silently: those rows are not in this profile's grid
-            log(f"[heads] convergence check: {', '.join(missing)} not in this study's methods, left out")
-        log(f"[heads] convergence check: {', '.join(lrs)} at {largest:g}% labels for {s.convergence_steps} updates")
-        rows = convergence_check(cfg, run_dir, out, [(method_from_name(n), lr) for n, lr in lrs.items()],
-                                 s.convergence_steps, device=device, progress=progress)
-        for row in rows:
-            row["budget_curve"] = per_run[row["method"]][pct_name(largest)][0]["curve"]
-            row["budget_fg_iou"] = per_run[row["method"]][pct_name(largest)][0]["fg_iou"]
-            row["budget_steps"] = s.steps_at(largest)
-            for k in ("steps", "budget_steps", "fg_iou", "fg_iou_objects", "budget_fg_iou", "val_fg_iou",
-                      "best_step", "train_wall_s"):
-                metrics[f"seg/convergence/{row['method']}/{k}"] = float(row[k])
-            metrics[f"seg/convergence/{row['method']}/gain"] = row["fg_iou"] - row["budget_fg_iou"]
-            metrics[f"seg/convergence/{row['method']}/still_rising"] = float(row["curve_status"] == "still rising")
-        write_json(out / "convergence.json", {"label_pct": largest, "seed": s.seeds[0], "runs": rows})
+        conv = run_convergence(cfg, run_dir, out, per_run, device=device, progress=progress, log=log)
+        metrics.update(conv["metrics"])
+        write_json(out / "convergence.json", {k: v for k, v in conv.items() if k != "metrics"})
     baselines = run_baselines(study, s)
     for name, res in baselines.items():
         for k, v in res.items():
@@ -554,25 +540,67 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     return metrics
 
 
+def run_convergence(cfg: RunConfig, run_dir: Path, out: Path, per_run: dict[str, dict[str, list[dict]]], *,
+                    device, progress: bool, log: Callable[[str], None]) -> dict:
+    """The heads stage's convergence check (seg.convergence_*): `convergence_check` on the methods of the
+    grid, each at the learning rate it chose at the largest budget, beside the grid's runs of the same
+    seeds. Metrics per method: means over the seeds, the gain over the grid's runs, the share still
+    rising, and with two or more seeds the paired difference from the UNet trained as long."""
+    s = cfg.seg
+    largest = pct_name(max(s.label_pcts))
+    names = [n for n in s.convergence_methods if n in per_run]
+    missing = [n for n in s.convergence_methods if n not in per_run]
+    if missing:  # said, not dropped silently: those rows are not in this profile's grid
+        log(f"[heads] convergence check: {', '.join(missing)} not in this study's methods, left out")
+    seeds = list(s.seeds[:s.convergence_seeds])
+    log(f"[heads] convergence check: {', '.join(names)} at {max(s.label_pcts):g}% labels for "
+        f"{s.convergence_steps} updates, seed(s) {', '.join(map(str, seeds))}")
+    rows = convergence_check(cfg, run_dir, out, [(method_from_name(n), per_run[n][largest][0]["lr"]) for n in names],
+                             s.convergence_steps, n_seeds=len(seeds), device=device, progress=progress)
+    by_method: dict[str, list[dict]] = {}
+    for row in rows:
+        grid = next(r for r in per_run[row["method"]][largest] if r["seed"] == row["seed"])
+        row.update(budget_curve=grid["curve"], budget_fg_iou=grid["fg_iou"], budget_steps=s.steps_at(max(s.label_pcts)))
+        by_method.setdefault(row["method"], []).append(row)
+    m: dict[str, float] = {}
+    for name, rs in by_method.items():
+        key = f"seg/convergence/{name}"
+        for k in ("steps", "budget_steps", "fg_iou", "fg_iou_objects", "budget_fg_iou", "val_fg_iou", "best_step",
+                  "train_wall_s"):
+            m[f"{key}/{k}"] = float(np.mean([r[k] for r in rs]))
+        m[f"{key}/gain"] = float(np.mean([r["fg_iou"] - r["budget_fg_iou"] for r in rs]))
+        m[f"{key}/still_rising"] = float(np.mean([r["curve_status"] == "still rising" for r in rs]))
+        m[f"{key}/n_seeds"] = float(len(rs))
+        if name != "unet" and "unet" in by_method and len(rs) >= 2:
+            d = paired_difference([r["fg_iou"] for r in rs], [r["fg_iou"] for r in by_method["unet"]])
+            for k in ("mean", "ci_low", "ci_high"):
+                m[f"{key}/diff_vs_unet/{k}"] = d[k]
+    return {"label_pct": max(s.label_pcts), "seeds": seeds, "runs": rows, "metrics": m}
+
+
 def convergence_check(cfg: RunConfig, run_dir: Path, out: Path, methods: list[tuple[Method, float]], steps: int,
-                      *, device: torch.device | str | None = None, progress: bool = False) -> list[dict]:
+                      *, n_seeds: int = 1, device: torch.device | str | None = None, progress: bool = False
+                      ) -> list[dict]:
     """Each (method, learning rate) once more at the largest label budget for `steps` updates: the
-    first seed (its label subset and initialisation), its own warmup + cosine schedule and validation
-    every seg.train.eval_every updates; test weights from its best validation step, as in the grid.
-    Only the update count differs from the grid's first-seed run, so the two curves show whether the
-    budget's schedule had converged. Runs are cached like the grid's (resumable, reused when finished)."""
+    first `n_seeds` seeds (their label subsets and initialisations), its own warmup + cosine schedule
+    and validation every seg.train.eval_every updates; test weights from its best validation step, as
+    in the grid. Only the update count differs from the grid's runs of those seeds, so the curves show
+    whether the budget's schedule had converged. Runs are cached like the grid's (resumable, reused
+    when finished)."""
     s = cfg.seg
     largest = max(s.label_pcts)
     per_budget = s.budget_steps or tuple(s.train.steps for _ in s.label_pcts)
     budget = tuple(steps if p == largest else n for p, n in zip(s.label_pcts, per_budget))
     study = Study(dataclasses.replace(cfg, seg=dataclasses.replace(s, budget_steps=budget)), run_dir, out,
                   progress=progress, device=device)
+    fields = ("method", "seed", "lr", "curve", "curve_status", "best_step", "val_fg_iou", "fg_iou", "fg_iou_objects",
+              "train_wall_s")
     rows = []
     for method, lr in methods:
-        r = study.run(method, largest, 0, s.seeds[0], lr)
-        r.update(study.score(r.pop("probs").argmax(1)))
-        rows.append({"steps": steps, **{k: r[k] for k in ("method", "seed", "lr", "curve", "curve_status", "best_step",
-                                                          "val_fg_iou", "fg_iou", "fg_iou_objects", "train_wall_s")}})
+        for k, seed in enumerate(s.seeds[:n_seeds]):
+            r = study.run(method, largest, k, seed, lr)
+            r.update(study.score(r.pop("probs").argmax(1)))
+            rows.append({"steps": steps, **{f: r[f] for f in fields}})
     study.remove_feature_stores()
     return rows
 

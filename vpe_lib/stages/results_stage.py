@@ -125,22 +125,30 @@ def answers(m: dict[str, float], *, n_seeds: int, prefix: str = "seg") -> list[s
 
 
 def convergence_notes(m: dict[str, float], prefix: str = "seg", tol: float = 0.01) -> list[str]:
-    """One sentence per method of the convergence check (seg.convergence_steps): what training longer
-    than the largest budget's schedule gave on the test videos, and whether the longer curve converged.
-    One seed, so a gain below `tol` is called no gain rather than given a sign."""
+    """One sentence per method of the convergence check (seg.convergence_*): what training longer than
+    the largest budget's schedule gave on the test videos (mean over its seeds), whether the longer
+    curves still rose, and with two or more seeds the paired interval against the UNet trained as long.
+    A mean gain below `tol` is called no gain rather than given a sign."""
     head = f"{prefix}/convergence/"
-    names = sorted({k[len(head):].rsplit("/", 1)[0] for k in m if k.startswith(head)}, key=lambda n: n != "unet")
+    names = sorted({k[len(head):-len("/steps")] for k in m if k.startswith(head) and k.endswith("/steps")},
+                   key=lambda n: (n != "unet", n))
     out = []
     for name in names:
         g = {k: m.get(f"{head}{name}/{k}") for k in ("steps", "budget_steps", "fg_iou", "gain", "still_rising")}
         if any(v is None for v in g.values()):
             continue
+        n = int(m.get(f"{head}{name}/n_seeds") or 1)
         what = "the UNet from scratch" if name == "unet" else name
-        gain = (f"within {tol:g} of the grid's run ({g['gain']:+.3f}): that schedule had converged for it"
-                if abs(g["gain"]) < tol else f"{g['gain']:+.3f} against the grid's run")
-        tail = "; the longer curve was still rising" if g["still_rising"] else ""
-        out.append(f"Convergence check, one seed: {what} trained for {g['steps']:.0f} updates instead of "
-                   f"{g['budget_steps']:.0f} scores {g['fg_iou']:.3f} test foreground IoU, {gain}{tail}.")
+        gain = (f"within {tol:g} of the grid's runs ({g['gain']:+.3f}): that schedule had converged for it"
+                if abs(g["gain"]) < tol else f"{g['gain']:+.3f} against the grid's runs")
+        rising = "" if not g["still_rising"] else (
+            "; the longer curve was still rising" if n == 1 else f"; {g['still_rising']:.0%} of the longer curves still rose")
+        text = (f"Convergence check, {n} seed{'s' if n > 1 else ''}: {what} trained for {g['steps']:.0f} updates "
+                f"instead of {g['budget_steps']:.0f} scores {g['fg_iou']:.3f} test foreground IoU, {gain}{rising}.")
+        d = {k: m.get(f"{head}{name}/diff_vs_unet/{k}") for k in ("mean", "ci_low", "ci_high")}
+        if d["mean"] is not None:
+            text += " Trained as long: " + verdict({**d, "n": n}, better=name, worse="the UNet")
+        out.append(text)
     return out
 
 

@@ -159,7 +159,7 @@ def run_key(*parts: Any) -> str:
 
 
 # SegConfig fields that select extra runs without changing any run's recipe
-NOT_RUN_IDENTITY = ("convergence_steps", "convergence_methods")
+NOT_RUN_IDENTITY = ("convergence_steps", "convergence_methods", "convergence_seeds")
 
 
 def seg_identity(s) -> dict[str, Any]:
