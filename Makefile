@@ -8,7 +8,7 @@ PROFILE ?= cpu
 RUN_DIR ?= runs/$(PROFILE)
 REPORT_DIR ?= reports
 
-.PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-predict bench-compile bench-mv bench-loader still-input check-lab clean
+.PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-convergence bench-predict bench-compile bench-mv bench-loader still-input check-lab clean
 
 install: $(STAMP)
 
@@ -98,6 +98,12 @@ bench-rate: $(STAMP)
 # test split); needs the run's data stage. e.g. BENCH_ARGS="--lrs 2.5e-4,5e-4,1e-3 --steps 300"
 bench-lr: $(STAMP)
 	$(BIN)/python bench/tokenizer_lr_validation.py --profile $(PROFILE) --run-dir $(RUN_DIR) $(BENCH_ARGS)
+
+# The segmentation study's convergence check on a run with only the data and the tokenizer (the study
+# profile's recipe; runs/cpu has it): the UNet and the fine-tuned tokenizer pair at 100% labels for the
+# grid's 480 updates and for 1920 (~1.5 h on 2 cores). e.g. BENCH_ARGS="--methods unet --steps 480,960"
+bench-convergence: $(STAMP)
+	$(BIN)/python bench/seg_convergence.py --run-dir $(RUN_DIR) $(BENCH_ARGS)
 
 # The explorers notebook in a real JupyterLab in headless Chromium: run all, move a slider, screenshot
 check-lab: $(STAMP)
