@@ -547,20 +547,21 @@ def run_convergence(cfg: RunConfig, run_dir: Path, out: Path, per_run: dict[str,
     seeds. Metrics per method: means over the seeds, the gain over the grid's runs, the share still
     rising, and with two or more seeds the paired difference from the UNet trained as long."""
     s = cfg.seg
-    largest = pct_name(max(s.label_pcts))
+    largest_pct = max(s.label_pcts)
+    largest, budget_steps = pct_name(largest_pct), s.steps_at(largest_pct)
     names = [n for n in s.convergence_methods if n in per_run]
     missing = [n for n in s.convergence_methods if n not in per_run]
     if missing:  # said, not dropped silently: those rows are not in this profile's grid
         log(f"[heads] convergence check: {', '.join(missing)} not in this study's methods, left out")
     seeds = list(s.seeds[:s.convergence_seeds])
-    log(f"[heads] convergence check: {', '.join(names)} at {max(s.label_pcts):g}% labels for "
+    log(f"[heads] convergence check: {', '.join(names)} at {largest_pct:g}% labels for "
         f"{s.convergence_steps} updates, seed(s) {', '.join(map(str, seeds))}")
     rows = convergence_check(cfg, run_dir, out, [(method_from_name(n), per_run[n][largest][0]["lr"]) for n in names],
                              s.convergence_steps, n_seeds=len(seeds), device=device, progress=progress)
     by_method: dict[str, list[dict]] = {}
     for row in rows:
         grid = next(r for r in per_run[row["method"]][largest] if r["seed"] == row["seed"])
-        row.update(budget_curve=grid["curve"], budget_fg_iou=grid["fg_iou"], budget_steps=s.steps_at(max(s.label_pcts)))
+        row.update(budget_curve=grid["curve"], budget_fg_iou=grid["fg_iou"], budget_steps=budget_steps)
         by_method.setdefault(row["method"], []).append(row)
     m: dict[str, float] = {}
     for name, rs in by_method.items():
@@ -575,7 +576,7 @@ def run_convergence(cfg: RunConfig, run_dir: Path, out: Path, per_run: dict[str,
             d = paired_difference([r["fg_iou"] for r in rs], [r["fg_iou"] for r in by_method["unet"]])
             for k in ("mean", "ci_low", "ci_high"):
                 m[f"{key}/diff_vs_unet/{k}"] = d[k]
-    return {"label_pct": max(s.label_pcts), "seeds": seeds, "runs": rows, "metrics": m}
+    return {"label_pct": largest_pct, "seeds": seeds, "runs": rows, "metrics": m}
 
 
 def convergence_check(cfg: RunConfig, run_dir: Path, out: Path, methods: list[tuple[Method, float]], steps: int,
