@@ -226,7 +226,10 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     cfg, out = start_stage("smoke", tmp_path, "predict", over)
     run_predict_stage(cfg, tmp_path, out, progress=False)
     cfg, out = start_stage("smoke", tmp_path, "heads", over)
-    m = run_heads_stage(cfg, tmp_path, out, progress=False, log=lambda s: None)
+    logs: list[str] = []
+    m = run_heads_stage(cfg, tmp_path, out, progress=False, log=logs.append)
+    rows = [line for line in logs if line.startswith("[heads] ") and "% labels (" in line]
+    assert rows and "ETA" not in rows[0] and all("ETA" in line for line in rows[1:])  # once a row has been timed
     for name in ("tokenizer/conv/frozen", "tokenizer/conv/finetuned", "random_tokenizer/conv/frozen", "unet",
                  "masked/conv/frozen", "random_masked/conv/frozen", "ar/conv/frozen", "random_ar/conv/frozen"):
         for pct in ("labels50", "labels100"):
@@ -266,7 +269,11 @@ def test_heads_stage_at_smoke_scale(tmp_path):
         assert m[f"{key}/gain"] == pytest.approx(m[f"{key}/fg_iou"] - m[f"{key}/budget_fg_iou"])
         assert (f"{key}/diff_vs_unet/ci_low" in m) == (name != "unet")
     # a second run with the same config reuses every finished training run and gives the same numbers
-    again = run_heads_stage(cfg, tmp_path, out, progress=False, log=lambda s: None)
+    logs.clear()
+    again = run_heads_stage(cfg, tmp_path, out, progress=False, log=logs.append)
+    # every row came from the cache: no pace measured, so no ETA rather than a wrong one
+    assert not any("ETA" in line for line in logs if line.startswith("[heads] ") and "% labels (" in line)
+    assert all(r["reused"] for rs in json.loads((out / "per_seed.json").read_text()).values() for r in rs["labels100"])
     timing = [k for k in m if "train_wall_s" in k]  # resumed runs add the seconds it took to load them
     assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in m.items() if k not in timing}
 

@@ -129,6 +129,19 @@ def test_progress_lines_are_forwarded_throttled_and_left_alone_outside_a_report(
     assert json.dumps(got)  # plain strings
 
 
+def test_work_eta_paces_each_kind_and_lends_the_mean_pace_to_kinds_not_yet_timed():
+    eta = progress.WorkEta()
+    assert eta.remaining_s([("frozen", 100)]) is None and eta.remaining_s([]) == 0.0  # nothing timed yet
+    eta.record("frozen", 100, 10.0)  # 0.1 s per update
+    eta.record("finetuned", 100, 40.0)  # 0.4 s per update
+    eta.record("unet", 0, 5.0)  # no work (a row found in the cache): says nothing
+    assert eta.pace("frozen") == pytest.approx(0.1) and eta.pace("finetuned") == pytest.approx(0.4)
+    assert eta.pace("unet") == pytest.approx(50.0 / 200)  # not timed: the mean pace of the others
+    assert eta.remaining_s([("frozen", 50), ("finetuned", 50), ("unet", 20)]) == pytest.approx(5 + 20 + 5)
+    eta.record("frozen", 100, 30.0)  # paces accumulate: (10 + 30) s over 200 updates
+    assert eta.pace("frozen") == pytest.approx(0.2)
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
 def test_a_missing_gpu_fails_before_any_notebook(tmp_path, fake_notebooks):
     from vpe_lib.train.device import DeviceError

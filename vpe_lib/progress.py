@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 ENV = "VPE_PROGRESS_FILE"
 # a training loop writes at most one line per this many seconds
@@ -66,6 +66,41 @@ def training_step(desc: str, step: int, total: int, start_step: int, elapsed_s: 
     done = step - start_step
     eta = f", ETA {format_duration(elapsed_s / done * (total - step))}" if done > 0 else ""
     note(f"{desc}: step {step}/{total} ({100 * step / max(total, 1):.0f}%), {format_duration(elapsed_s)}{eta}")
+
+
+class WorkEta:
+    """Time left in a plan of unequal items, e.g. the heads stage's rows, where an update of a
+    fine-tuned encoder costs several of a frozen head's. Each item has a kind and an amount of work
+    (updates); the pace, seconds per unit of work, is measured per kind on work this process did. Work
+    found finished in a cache is not recorded: it says nothing about the pace. A kind not timed yet
+    borrows the mean pace of those that are."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = {}
+        self._work: dict[str, float] = {}
+
+    def record(self, kind: str, work: float, seconds: float) -> None:
+        if work > 0 and seconds > 0:
+            self._seconds[kind] = self._seconds.get(kind, 0.0) + seconds
+            self._work[kind] = self._work.get(kind, 0.0) + work
+
+    def pace(self, kind: str) -> float | None:
+        """Seconds per unit of work of `kind` (None before anything was timed)."""
+        if kind in self._work:
+            return self._seconds[kind] / self._work[kind]
+        if not self._work:
+            return None
+        return sum(self._seconds.values()) / sum(self._work.values())
+
+    def remaining_s(self, items: Iterable[tuple[str, float]]) -> float | None:
+        """The estimated seconds of `items` ((kind, work) pairs), or None before anything was timed."""
+        total = 0.0
+        for kind, work in items:
+            pace = self.pace(kind)
+            if pace is None:
+                return None
+            total += pace * work
+        return total
 
 
 @contextmanager

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from tqdm.auto import tqdm
 
-from vpe_lib.config import RunConfig
+from vpe_lib.config import RunConfig, SegConfig
 from vpe_lib.data.pushworld import CLASS_NAMES
 from vpe_lib.data.feature_store import FeatureStore, LevelView, write_feature_store
 from vpe_lib.data.samplers import FrameBatches, to_unit_range
@@ -50,7 +50,7 @@ from vpe_lib.models.unet import UNet2D
 from vpe_lib.stages.common import require, stage_device, write_json, write_metrics
 from vpe_lib.stages.predict_stage import load_predictor, predictor_folder
 from vpe_lib.stages.pretrain_stage import load_tokenizer
-from vpe_lib.progress import format_duration
+from vpe_lib.progress import WorkEta, format_duration
 from vpe_lib.stages.seg_protocol import (Method, budget_index, choose_lr, file_digest, main_methods,
                                          method_from_name, pct_name, pushworld_splits, run_key, seg_identity)
 from vpe_lib.train.device import module_device, resolve_device
@@ -451,6 +451,7 @@ class Study:
         return {"method": method.name, "pct": pct, "seed": seed, "lr": lr, "curve": curve,
                 "val_fg_iou": best.score, "best_step": best_step,
                 "train_wall_s": result.wall_time_s, "stage_wall_s": time.perf_counter() - start,
+                "reused": result.items_per_s == 0,  # finished in its cache folder: nothing trained in this call
                 "trainable_params": n_trainable(model), "encoder": ident, "probs": probs,
                 "curve_status": curve_status([c[0] for c in curve], [c[1] for c in curve])}
 
@@ -471,6 +472,29 @@ def _summarise(records: list[dict]) -> dict[str, float]:
             out[key] = float(vals.mean())
             out[f"{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
     return out
+
+
+def eta_kind(method: Method) -> str:
+    """What an update of this row costs like, for the heads stage's ETA: the UNet's, a fine-tuned
+    encoder's, or a head's on frozen features."""
+    if method.encoder == "unet":
+        return "unet"
+    return "finetuned" if method.mode == "finetuned" else "frozen"
+
+
+def row_work(method: Method, pct: float, s: SegConfig) -> tuple[str, int]:
+    """(kind, updates) of one row of the grid: the learning-rate search on the first seed, then
+    the other seeds at the chosen rate."""
+    return eta_kind(method), s.steps_at(pct) * (len(s.lr_grid) + len(s.seeds) - 1)
+
+
+def convergence_work(s: SegConfig, methods: list[Method]) -> list[tuple[str, int]]:
+    """(kind, updates) of the convergence check's methods (seg.convergence_*), none when it is off."""
+    if not s.convergence_steps:
+        return []
+    by_name = {m.name: m for m in methods}
+    n_seeds = len(s.seeds[:s.convergence_seeds])
+    return [(eta_kind(by_name[n]), s.convergence_steps * n_seeds) for n in s.convergence_methods if n in by_name]
 
 
 def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool = True,
@@ -496,11 +520,18 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     per_run: dict[str, dict[str, list[dict]]] = {}
     lr_search: dict[str, dict[str, dict[str, float]]] = {}
     test_preds: dict[str, np.ndarray] = {}
+    # the ETA weighs each row by its updates and the pace of its kind (a fine-tuned encoder's update
+    # costs several frozen heads'), and counts the convergence check that follows the grid
+    eta = WorkEta()
+    work = [row_work(m, pct, s) for m, pct in plan]
+    check = convergence_work(s, methods)
     t0 = time.perf_counter()
     for i, (method, pct) in enumerate(plan):
         elapsed = time.perf_counter() - t0
-        eta = f", ETA {format_duration(elapsed / i * (len(plan) - i))}" if i else ""
-        log(f"[heads] {i + 1}/{len(plan)} {method.name} at {pct:g}% labels ({format_duration(elapsed)}{eta})")
+        left = eta.remaining_s(work[i:] + check)
+        eta_text = f", ETA {format_duration(left)}" if left is not None else ""
+        log(f"[heads] {i + 1}/{len(plan)} {method.name} at {pct:g}% labels ({format_duration(elapsed)}{eta_text})")
+        row_start = time.perf_counter()
         seed0 = s.seeds[0]
         first = {lr: study.run(method, pct, 0, seed0, lr) for lr in s.lr_grid}
         lr = choose_lr({lr: r["val_fg_iou"] for lr, r in first.items()})
@@ -516,6 +547,8 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
             if r["seed"] == seed0 and pct == largest:
                 test_preds[method.key] = pred
         per_run.setdefault(method.name, {})[pct_name(pct)] = runs
+        if not all(r["reused"] for r in [*first.values(), *runs[1:]]):  # rows found in the cache tell no pace
+            eta.record(*work[i], time.perf_counter() - row_start)
 
     study.remove_feature_stores()
     metrics = collect(per_run, s, study)
