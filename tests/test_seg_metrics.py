@@ -149,6 +149,10 @@ def test_boundary_f_hand_computed():
     assert r0["boundary_recall"] == pytest.approx(0.5)
     assert r0["boundary_f"] == pytest.approx(0.5)
     assert score_segmentation(p, t, boundary_px=1)["boundary_f"] == 1.0
+    # without the boundary (validation during training): the region metrics are the same, boundary F is NaN
+    fast = score_segmentation(p, t, boundary_px=0, boundary=False)
+    assert math.isnan(fast["boundary_f"]) and {k: v for k, v in fast.items() if "boundary" not in k} == {
+        k: v for k, v in r0.items() if "boundary" not in k}
 
 
 def test_boundary_ignores_the_image_edge():

@@ -66,7 +66,7 @@ class SegAccumulator:
     """
 
     def __init__(self, n_classes: int, *, object_classes: Sequence[int],
-                 ignore_index: int = 255, boundary_px: int = 2):
+                 ignore_index: int = 255, boundary_px: int = 2, boundary: bool = True):
         if n_classes < 2:
             raise ValueError(f"n_classes must be >= 2, got {n_classes}")
         self.object_classes = sorted({int(c) for c in object_classes})
@@ -78,6 +78,10 @@ class SegAccumulator:
         if boundary_px < 0:
             raise ValueError(f"boundary_px must be >= 0, got {boundary_px}")
         self.n_classes, self.ignore_index, self.boundary_px = n_classes, ignore_index, boundary_px
+        # boundary=False: no boundary F (NaN), for scores that only need the region metrics, e.g. the
+        # validation evaluations during training, where the boundary's morphology was ~6% of a
+        # linear probe's training time (profiled)
+        self.boundary = boundary
         self._is_object = np.zeros(n_classes, bool)
         self._is_object[self.object_classes] = True
         self.confusion = np.zeros((n_classes, n_classes), np.int64)  # [true, pred]
@@ -108,7 +112,8 @@ class SegAccumulator:
         self.confusion += np.bincount(t * n + p, minlength=n * n).reshape(n, n)
         po, to = self._is_object[p], self._is_object[t]
         self.obj += [np.sum(po & to), po.sum(), to.sum()]
-        self._update_boundary(pred != 0, (true != 0) & valid, valid)
+        if self.boundary:
+            self._update_boundary(pred != 0, (true != 0) & valid, valid)
 
     def _update_boundary(self, fg_p, fg_t, valid) -> None:
         # Structures are (1, k, k): no coupling between images along axis 0.
@@ -137,7 +142,7 @@ class SegAccumulator:
         out["miou"] = float(np.mean(present)) if present else _NAN
         out["dice"] = _ratio(2 * fg_inter, fg_pred + fg_true)
         mp, np_, mt, nt = (int(x) for x in self.bnd)
-        if np_ + nt == 0:
+        if np_ + nt == 0 or not self.boundary:
             prec = rec = f = _NAN
         else:
             prec, rec = (mp / np_ if np_ else 0.0), (mt / nt if nt else 0.0)
