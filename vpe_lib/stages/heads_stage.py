@@ -548,8 +548,9 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
             if r["seed"] == seed0 and pct == largest:
                 test_preds[method.key] = pred
         per_run.setdefault(method.name, {})[pct_name(pct)] = runs
-        if not all(r["reused"] for r in [*first.values(), *runs[1:]]):  # rows found in the cache tell no pace
-            eta.record(*work[i], time.perf_counter() - row_start)
+        # the pace from the runs this call trained: runs found finished in the cache took no time
+        trained = [r for r in [*first.values(), *runs[1:]] if not r["reused"]]
+        eta.record(work[i][0], s.steps_at(pct) * len(trained), time.perf_counter() - row_start)
 
     study.remove_feature_stores()
     metrics = collect(per_run, s, study)
