@@ -251,6 +251,7 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     assert [st for st, _ in per_seed["unet"]["labels50"][0]["curve"]] == [3]  # seg.budget_steps
     assert [st for st, _ in runs[0]["curve"]] == [3, 6]
     for r in runs:  # the test set sees the weights of the best validation evaluation (early stopping)
+        assert r["trained_steps"] == 6 and not r["reused"]  # trained in this call, every update of it
         assert r["val_fg_iou"] == max(v for _, v in r["curve"])
         assert r["best_step"] == next(st for st, v in r["curve"] if v == r["val_fg_iou"])
     lr = json.loads((out / "lr_search.json").read_text())
@@ -273,7 +274,8 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     again = run_heads_stage(cfg, tmp_path, out, progress=False, log=logs.append)
     # every row came from the cache: no pace measured, so no ETA rather than a wrong one
     assert not any("ETA" in line for line in logs if line.startswith("[heads] ") and "% labels (" in line)
-    assert all(r["reused"] for rs in json.loads((out / "per_seed.json").read_text()).values() for r in rs["labels100"])
+    assert all(r["reused"] and r["trained_steps"] == 0
+               for rs in json.loads((out / "per_seed.json").read_text()).values() for r in rs["labels100"])
     timing = [k for k in m if "train_wall_s" in k]  # resumed runs add the seconds it took to load them
     assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in m.items() if k not in timing}
 

@@ -145,7 +145,8 @@ def test_exact_resume(tmp_path, kind):
 
 def test_resume_logs_and_truncates_metrics(tmp_path, caplog):
     b = regression_batches()
-    train(linear_model(), mse_step, b, cfg(ckpt_every=2), tmp_path, max_steps_this_run=3)
+    first = train(linear_model(), mse_step, b, cfg(ckpt_every=2), tmp_path, max_steps_this_run=3)
+    assert first.trained_steps == 3
     # pretend the process died after logging step 4 but before checkpointing it
     with (tmp_path / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"step": 4, "loss": 123.0}) + "\n")
@@ -154,9 +155,11 @@ def test_resume_logs_and_truncates_metrics(tmp_path, caplog):
     assert "resuming from step 3" in caplog.text
     steps = [r["step"] for r in res.history]
     assert steps == [1, 2, 3, 4, 5, 6] and all(r["loss"] != 123.0 for r in res.history)
-    # a finished run resumes to "done" immediately
+    assert res.trained_steps == 3  # only the updates this call ran (4..6), not the resumed ones
+    # a finished run resumes to "done" immediately, training nothing
     again = train(linear_model(), mse_step, b, cfg(ckpt_every=2), tmp_path)
     assert again.step == 6 and _states_equal(again.model.state_dict(), res.model.state_dict())
+    assert again.trained_steps == 0 and again.items_per_s == 0
 
 
 def test_a_checkpoint_of_another_run_is_set_aside_not_resumed(tmp_path):

@@ -451,7 +451,8 @@ class Study:
         return {"method": method.name, "pct": pct, "seed": seed, "lr": lr, "curve": curve,
                 "val_fg_iou": best.score, "best_step": best_step,
                 "train_wall_s": result.wall_time_s, "stage_wall_s": time.perf_counter() - start,
-                "reused": result.items_per_s == 0,  # finished in its cache folder: nothing trained in this call
+                "trained_steps": result.trained_steps,  # updates this call ran: 0 for a run found finished
+                "reused": result.trained_steps == 0,
                 "trainable_params": n_trainable(model), "encoder": ident, "probs": probs,
                 "curve_status": curve_status([c[0] for c in curve], [c[1] for c in curve])}
 
@@ -548,9 +549,9 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
             if r["seed"] == seed0 and pct == largest:
                 test_preds[method.key] = pred
         per_run.setdefault(method.name, {})[pct_name(pct)] = runs
-        # the pace from the runs this call trained: runs found finished in the cache took no time
-        trained = [r for r in [*first.values(), *runs[1:]] if not r["reused"]]
-        eta.record(work[i][0], s.steps_at(pct) * len(trained), time.perf_counter() - row_start)
+        # the pace from the updates this call ran: runs found finished in the cache took no time
+        eta.record(work[i][0], sum(r["trained_steps"] for r in [*first.values(), *runs[1:]]),
+                   time.perf_counter() - row_start)
 
     study.remove_feature_stores()
     metrics = collect(per_run, s, study)

@@ -169,6 +169,7 @@ class TrainResult:
     history: list[dict]  # every record of metrics.jsonl, including those of earlier (resumed) runs
     wall_time_s: float  # training time summed over all runs of this out_dir
     items_per_s: float  # throughput of this call
+    trained_steps: int = 0  # updates run in this call (0: found finished, or resumed at the end, in out_dir)
     ema_model: nn.Module | None = None  # EMA copy when cfg.ema_decay > 0
     final_path: Path | None = None  # out_dir/final.pt once cfg.steps is reached
     skipped: int = 0  # updates skipped for non-finite loss / gradients
@@ -637,6 +638,7 @@ def train(
         history=history,
         wall_time_s=elapsed_before + run_time,
         items_per_s=items_run / run_time if items_run else 0.0,
+        trained_steps=step - start_step,
         ema_model=ema.module if ema is not None else None,
         final_path=final_path if done else None,
         skipped=skipped,
