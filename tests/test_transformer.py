@@ -259,9 +259,9 @@ def test_maskgit_schedule_and_fixed_tokens(schedule, steps):
     seen = []
     logits = model.logits
 
-    def record(inputs, segment):
+    def record(inputs, segment, *args):
         seen.append(inputs.clone())
-        return logits(inputs, segment)
+        return logits(inputs, segment, *args)
 
     model.logits = record
     out = model.generate(cond, steps=steps, schedule=schedule, generator=torch.Generator().manual_seed(0))

@@ -226,6 +226,10 @@ class PredictConfig:
     # per-model learning rates (0 = train.lr): the two objectives want different rates (measured)
     masked_lr: float = 0.0
     ar_lr: float = 0.0
+    # the levers of `TransformerConfig`: logits as a residual over the code table (the model starts at
+    # the baseline it is judged against), and the condition code at each position's place as an input
+    table_prior: bool = False
+    cond_input: bool = False
     masking: str = "random"  # which tokens the main masked model hides
     mask_ratio: float = 0.0  # 0 = a ratio per sample from MaskGIT's cosine schedule; else fixed in (0, 1)
     maskgit_steps: int = 12

@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from vpe_lib.models.code_prior import CodeTablePrior
+
 PREDICTORS = ("masked", "ar")
 SCHEDULES = ("cosine", "linear")
 
@@ -56,6 +58,14 @@ class TransformerConfig:
     mask_weight: float = 1.0
     refine_weight: float = 1.0
     recon_weight: float = 0.1
+    # Two levers that let a small model beat the code table within a CPU budget (measured in the
+    # predict stage; see `vpe_lib.models.code_prior`):
+    # table_prior: future logits = the head's output + log p_table(x | condition code at the same
+    #   place); the head starts at zero, so the model starts at the table's likelihood.
+    # cond_input: every position's input also embeds the condition code at its (h, w), so a future
+    #   position knows which patch it continues without first finding it by attention.
+    table_prior: bool = False
+    cond_input: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grid", tuple(self.grid))  # lists from JSON; stay hashable
@@ -230,11 +240,44 @@ class _VideoTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.codebook_size)
+        self.cond_emb = nn.Embedding(cfg.codebook_size, cfg.dim) if cfg.cond_input else None
+        self.prior = CodeTablePrior(cfg.codebook_size) if cfg.table_prior else None
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections so the residual stream's variance does not grow with depth
         for name, p in self.named_parameters():
             if name.endswith(("attn.proj.weight", "mlp.2.weight")):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.depth))
+        if self.prior is not None:  # a residual over the table: the model starts exactly at the table
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def _cond_plane(self, cond_codes: Tensor | None) -> Tensor | None:
+        """The last condition latent frame, b (h w): the code "at the same place" of every position."""
+        if cond_codes is None:
+            if self.cfg.cond_input or self.cfg.table_prior:
+                raise ValueError("this model was built with cond_input / table_prior: pass cond_codes")
+            return None
+        return rearrange(cond_codes[:, -1], "b h w -> b (h w)")
+
+    def _at_place(self, plane: Tensor, start: int, n: int) -> Tensor:
+        """The condition codes at the (h, w) of raster positions start .. start + n - 1, b n."""
+        hw = self.cfg.grid[1] * self.cfg.grid[2]
+        return plane[:, torch.arange(start, start + n, device=plane.device) % hw]
+
+    def _with_prior(self, logits: Tensor, plane: Tensor | None, start: int, own: Tensor | None = None) -> Tensor:
+        """logits b n K predicting raster positions start .. start + n - 1: add the table's log p(x |
+        condition code at the same place) at the future positions (the others are left as they are).
+        own: b n_future, the true future codes of a clip counted into the table (leave-one-out)."""
+        if self.prior is None:
+            return logits
+        n = logits.shape[1]
+        lo, hi = max(self.cfg.n_cond - start, 0), min(self.cfg.n_tokens - start, n)
+        if lo >= hi:
+            return logits
+        if own is not None and own.shape[1] != hi - lo:
+            raise ValueError(f"own must hold the {hi - lo} future codes these logits predict, got {tuple(own.shape)}")
+        prior = self.prior.log_probs(self._at_place(plane, start + lo, hi - lo), own).to(logits.dtype)
+        return torch.cat([logits[:, :lo], logits[:, lo:hi] + prior, logits[:, hi:]], 1)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -243,9 +286,12 @@ class _VideoTransformer(nn.Module):
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
 
-    def _embed(self, tokens: Tensor, segment: Tensor, start: int = 0) -> Tensor:
-        """tokens, segment b n (raster positions start .. start + n - 1) -> b n dim."""
+    def _embed(self, tokens: Tensor, segment: Tensor, start: int = 0, plane: Tensor | None = None) -> Tensor:
+        """tokens, segment b n (raster positions start .. start + n - 1) -> b n dim; with cond_input
+        the condition code at each position's place (from `plane`, b (h w)) is embedded too."""
         x = self.tok_emb(tokens) + self.seg_emb(segment.long()) + self.pos_emb(start, tokens.shape[1])
+        if self.cond_emb is not None:
+            x = x + self.cond_emb(self._at_place(plane, start, tokens.shape[1]))
         return self.drop(x)
 
     def _blocks(self, x: Tensor, attn_mask: Tensor | None = None, cache: list[LayerCache] | None = None,
@@ -305,13 +351,19 @@ class MaskedVideoTransformer(_VideoTransformer):
         self.register_buffer("is_cond", (torch.arange(t) < cfg.cond_frames)[:, None, None].expand(t, h, w).clone(),
                              persistent=False)
 
-    def logits(self, inputs: Tensor, segment: Tensor) -> Tensor:
-        """inputs (codes or mask_id), segment: b t h w -> logits b t h w K."""
+    def logits(self, inputs: Tensor, segment: Tensor, cond_codes: Tensor | None = None,
+               own: Tensor | None = None) -> Tensor:
+        """inputs (codes or mask_id), segment: b t h w -> logits b t h w K. cond_codes (b cond_frames
+        h w) is needed by the table prior and the condition input; own (b t' h w, the true future of a
+        clip the table was counted on) takes that clip out of the table."""
         t, h, w = self.cfg.grid
         self._check("inputs", inputs, t)
+        plane = self._cond_plane(cond_codes)
         x, _ = self._blocks(self._embed(rearrange(inputs, "b t h w -> b (t h w)"),
-                                        rearrange(segment, "b t h w -> b (t h w)")))
-        return rearrange(self.head(self.norm(x)), "b (t h w) k -> b t h w k", t=t, h=h, w=w)
+                                        rearrange(segment, "b t h w -> b (t h w)"), plane=plane))
+        own = None if own is None else rearrange(own, "b t h w -> b (t h w)")
+        out = self._with_prior(self.head(self.norm(x)), plane, 0, own)
+        return rearrange(out, "b (t h w) k -> b t h w k", t=t, h=h, w=w)
 
     def _pad_cond(self, cond_codes: Tensor) -> Tensor:
         """cond_codes b cond_frames h w -> b t h w, zeros past the condition region (never read there)."""
@@ -332,13 +384,16 @@ class MaskedVideoTransformer(_VideoTransformer):
         inputs = torch.where(mask & ~self.is_cond, torch.full_like(codes, self.mask_id), inputs)
         return inputs, refine.long()
 
-    def forward(self, codes: Tensor, cond_codes: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, codes: Tensor, cond_codes: Tensor, mask: Tensor, *,
+                exclude_own: bool = False) -> tuple[Tensor, dict[str, float]]:
         """codes b t h w, cond_codes b cond_frames h w, mask b t h w bool (True = masked) -> (loss, logs).
+        exclude_own: the clips were counted into the table prior (training clips): leave them out of it.
 
         The loss is computed here, not by the caller, so DistributedDataParallel sees it."""
         cfg = self.cfg
         inputs, segment = self.commit_inputs(codes, cond_codes, mask)
-        logits = self.logits(inputs, segment)
+        own = codes[:, cfg.cond_frames:] if exclude_own and self.prior is not None else None
+        logits = self.logits(inputs, segment, cond_codes, own)
         ce = F.cross_entropy(rearrange(logits, "b t h w k -> b k t h w").float(), codes, reduction="none")
         terms = {}
         for name, where in (("masked", mask & ~self.is_cond), ("refine", mask & self.is_cond), ("recon", ~mask)):
@@ -364,7 +419,7 @@ class MaskedVideoTransformer(_VideoTransformer):
     def future_log_probs(self, cond_codes: Tensor) -> Tensor:
         """log p(token) of every future position given only the condition, in one pass: per-token
         marginals, b t' h w K with t' = t - cond_frames."""
-        return self.logits(*self._cond_inputs(cond_codes))[:, self.cfg.cond_frames:].float().log_softmax(-1)
+        return self.logits(*self._cond_inputs(cond_codes), cond_codes)[:, self.cfg.cond_frames:].float().log_softmax(-1)
 
     @torch.no_grad()
     def generate(self, cond_codes: Tensor, *, steps: int = 12, temperature: float = 1.0, schedule: str = "cosine",
@@ -390,7 +445,7 @@ class MaskedVideoTransformer(_VideoTransformer):
         n_future = self.cfg.n_future
         for s in range(steps):
             progress = (s + 1) / steps
-            logits = self.logits(rearrange(inputs, "b (t h w) -> b t h w", t=t, h=h, w=w), segment)
+            logits = self.logits(rearrange(inputs, "b (t h w) -> b t h w", t=t, h=h, w=w), segment, cond_codes)
             logp = rearrange(logits, "b t h w k -> b (t h w) k").float().log_softmax(-1)
             if temperature > 0:
                 logp = (logp / temperature).log_softmax(-1)
@@ -417,7 +472,8 @@ class MaskedVideoTransformer(_VideoTransformer):
         # the whole grid, the future masked, as in `future_log_probs`
         inputs, segment = self._cond_inputs(cond_codes)
         return self._blocks(self._embed(rearrange(inputs, "b t h w -> b (t h w)"),
-                                        rearrange(segment, "b t h w -> b (t h w)")), keep=keep)[1]
+                                        rearrange(segment, "b t h w -> b (t h w)"),
+                                        plane=self._cond_plane(cond_codes)), keep=keep)[1]
 
 
 # ---------------------------------------------------------------------------- VideoGPT-style prefix-LM
@@ -443,7 +499,8 @@ class ARVideoTransformer(_VideoTransformer):
     def new_cache(self) -> list[LayerCache]:
         return [LayerCache() for _ in range(self.cfg.depth)]
 
-    def _hidden(self, tokens: Tensor, start: int, cache: list[LayerCache] | None, keep=frozenset()):
+    def _hidden(self, tokens: Tensor, start: int, cache: list[LayerCache] | None, keep=frozenset(),
+                plane: Tensor | None = None):
         n = tokens.shape[1]
         past = 0 if cache is None else len(cache[0])
         if past != start:
@@ -454,15 +511,19 @@ class ARVideoTransformer(_VideoTransformer):
         # fastest path (and no device sync to find out)
         allowed = None if n == 1 or start + n <= self.cfg.n_cond else self.allowed[start:start + n, :start + n]
         segment = (torch.arange(start, start + n, device=tokens.device) < self.cfg.n_cond).expand_as(tokens)
-        x = self._embed(tokens, segment, start)
+        x = self._embed(tokens, segment, start, plane)
         return self._blocks(x, allowed, cache, keep)
 
-    def logits(self, tokens: Tensor, *, start: int = 0, cache: list[LayerCache] | None = None) -> Tensor:
+    def logits(self, tokens: Tensor, *, start: int = 0, cache: list[LayerCache] | None = None,
+               cond_codes: Tensor | None = None, own: Tensor | None = None) -> Tensor:
         """tokens b L at sequence positions start .. start + L - 1 -> logits b L K (index j predicts
         the token at position start + j + 1). With `cache` (from `new_cache`, holding exactly the
-        positions before `start`) earlier keys/values come from it and the new ones are appended."""
-        x, _ = self._hidden(tokens, start, cache)
-        return self.head(self.norm(x))
+        positions before `start`) earlier keys/values come from it and the new ones are appended.
+        cond_codes: needed by the table prior and the condition input; own: the true future codes
+        these logits predict, of a clip counted into the table (leave-one-out)."""
+        plane = self._cond_plane(cond_codes)
+        x, _ = self._hidden(tokens, start, cache, plane=plane)
+        return self._with_prior(self.head(self.norm(x)), plane, start + 1, own)
 
     def _sequence(self, codes: Tensor, cond_codes: Tensor) -> Tensor:
         c = self.cfg.cond_frames
@@ -470,15 +531,19 @@ class ARVideoTransformer(_VideoTransformer):
         self._check("cond_codes", cond_codes, c)
         return rearrange(torch.cat([cond_codes, codes[:, c:]], 1), "b t h w -> b (t h w)")
 
-    def _future_logits(self, codes: Tensor, cond_codes: Tensor) -> tuple[Tensor, Tensor]:
+    def _future_logits(self, codes: Tensor, cond_codes: Tensor, exclude_own: bool = False) -> tuple[Tensor, Tensor]:
         seq = self._sequence(codes, cond_codes)
-        logits = self.logits(seq[:, :-1])[:, self.cfg.n_cond - 1:]  # the predictions of tokens n_cond ..
-        return logits, seq[:, self.cfg.n_cond:]
+        target = seq[:, self.cfg.n_cond:]
+        own = target if exclude_own and self.prior is not None else None
+        logits = self.logits(seq[:, :-1], cond_codes=cond_codes, own=own)[:, self.cfg.n_cond - 1:]  # tokens n_cond ..
+        return logits, target
 
-    def forward(self, codes: Tensor, cond_codes: Tensor, mask: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, codes: Tensor, cond_codes: Tensor, mask: Tensor | None = None, *,
+                exclude_own: bool = False) -> tuple[Tensor, dict[str, float]]:
         """Mean cross-entropy of the future tokens codes[:, cond_frames:] given cond_codes and the
-        earlier future tokens. `mask` is ignored (the masked model's signature)."""
-        logits, target = self._future_logits(codes, cond_codes)
+        earlier future tokens. `mask` is ignored (the masked model's signature). exclude_own: the
+        clips were counted into the table prior (training clips): leave them out of it."""
+        logits, target = self._future_logits(codes, cond_codes, exclude_own)
         loss = F.cross_entropy(rearrange(logits, "b n k -> b k n").float(), target)
         return loss, {"loss": loss.item(), "ce": loss.item()}
 
@@ -504,7 +569,7 @@ class ARVideoTransformer(_VideoTransformer):
         self._check("cond_codes", cond_codes, cfg.cond_frames)
         cache = self.new_cache()
         seq = [rearrange(cond_codes, "b t h w -> b (t h w)")]
-        logits = self.logits(seq[0], cache=cache)[:, -1]
+        logits = self.logits(seq[0], cache=cache, cond_codes=cond_codes)[:, -1]
         for i in range(cfg.n_future):
             logits = logits.float()
             if temperature == 0:
@@ -517,13 +582,14 @@ class ARVideoTransformer(_VideoTransformer):
                 token = (logits + _gumbel(logits.shape, generator, logits.device)).argmax(-1)  # Gumbel-max
             seq.append(token[:, None])
             if i + 1 < cfg.n_future:
-                logits = self.logits(token[:, None], start=cfg.n_cond + i, cache=cache)[:, -1]
+                logits = self.logits(token[:, None], start=cfg.n_cond + i, cache=cache, cond_codes=cond_codes)[:, -1]
         _, h, w = cfg.grid
         return rearrange(torch.cat(seq, 1), "b (t h w) -> b t h w", h=h, w=w)
 
     def _condition_states(self, cond_codes: Tensor, keep: set[int]) -> list[Tensor]:
         # the prefix alone: it is bidirectional, so every position sees the whole frame
-        return self._hidden(rearrange(cond_codes, "b t h w -> b (t h w)"), 0, None, keep)[1]
+        return self._hidden(rearrange(cond_codes, "b t h w -> b (t h w)"), 0, None, keep,
+                            self._cond_plane(cond_codes))[1]
 
 
 def build_predictor(kind: str, cfg: TransformerConfig) -> nn.Module:

@@ -128,8 +128,9 @@ def probe_scores(feats_train, fg_train, motion_train, feats_test, fg_test, motio
 
 def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_key: str, tcfg: TransformerConfig,
                       stores: dict[str, PushWorldStore], out: Path, *, progress: bool = True,
-                      device: torch.device | str | None = None) -> dict[str, float]:
-    """The study's metrics; its transformers train and run on `device` (default: the tokenizer's)."""
+                      device: torch.device | str | None = None, prior=None) -> dict[str, float]:
+    """The study's metrics; its transformers train and run on `device` (default: the tokenizer's).
+    prior: the code table (`predict_stage.TablePrior`) a `table_prior` transformer is built on."""
     device = module_device(tokenizer) if device is None else torch.device(device)
     p = cfg.predict
     grid = tcfg.grid
@@ -194,7 +195,7 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_k
                 result = train_predictor("masked", tcfg, tokens["train"], train_cfg, folder,
                                          masking=strategy, mask_ratio=p.study_mask_ratio,
                                          motion=motions.get("train") if strategy == "mgm" else None,
-                                         desc=f"masking [{name} seed {seed}]", device=device,
+                                         desc=f"masking [{name} seed {seed}]", device=device, prior=prior,
                                          **loader_settings(cfg))
                 per_seed.setdefault(name, []).append({**score(result.model), "train_wall_s": result.wall_time_s})
     tok_device = module_device(tokenizer)

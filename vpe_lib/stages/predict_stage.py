@@ -163,24 +163,33 @@ class TokenBatches:
 
 
 def predict_step(model, batch):
-    return model(batch["codes"], batch["cond"], batch["mask"])  # (loss, logs), computed inside forward (DDP)
+    # (loss, logs), computed inside forward (DDP). Training clips are the ones the code table was
+    # counted on: a table prior leaves each clip's own pairs out (no effect on a model without one)
+    return model(batch["codes"], batch["cond"], batch["mask"], exclude_own=True)
 
 
 def transformer_config(cfg: RunConfig, tokenizer: VQVAE3D, grid: tuple[int, int, int]) -> TransformerConfig:
     p = cfg.predict
     return TransformerConfig(codebook_size=tokenizer.cfg.codebook_size, grid=tuple(grid), cond_frames=p.cond_frames,
-                             dim=p.dim, depth=p.depth, heads=p.heads)
+                             dim=p.dim, depth=p.depth, heads=p.heads, table_prior=p.table_prior,
+                             cond_input=p.cond_input)
 
 
 def train_predictor(kind: str, tcfg: TransformerConfig, tokens: dict, train_cfg: TrainConfig, out: Path, *,
                     masking: str = "random", mask_ratio: float = 0.0, motion: np.ndarray | None = None,
                     eval_tokens: dict | None = None, desc: str = "", device: torch.device | str = "cpu",
-                    loader_workers: int = 0, loader_prefetch: int = 2):
+                    loader_workers: int = 0, loader_prefetch: int = 2, prior: "TablePrior | None" = None):
     """One predictor trained on `device` into `out` (resumes from its checkpoint); its config beside
     the weights (written by rank 0 under torchrun). The initial weights are drawn on the CPU: the
-    same on every device. loader_workers > 0: batches (and their masks) built by DataLoader workers."""
+    same on every device. loader_workers > 0: batches (and their masks) built by DataLoader workers.
+    prior: the code table a `table_prior` model adds its logits to (required by one)."""
     torch.manual_seed(train_cfg.seed)
-    model = build_predictor(kind, tcfg).to(device)
+    model = build_predictor(kind, tcfg)
+    if tcfg.table_prior:
+        if prior is None:
+            raise ValueError("a table_prior predictor needs the code table (prior=TablePrior(...))")
+        model.prior.fit(prior.counts, prior.unigram, prior.eps)
+    model = model.to(device)
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "transformer.json", {"kind": kind, **dataclasses.asdict(tcfg)})
@@ -281,6 +290,16 @@ def code_table_bits(future: np.ndarray, cond_frame: np.ndarray, counts: np.ndarr
     table = np.where(seen, counts[c, x] / np.maximum(rows[c], 1), 0.0)
     p = np.where(seen, (1 - eps) * table + eps * np.exp(unigram[x]), np.exp(unigram[x]))
     return -np.log2(p)
+
+
+@dataclasses.dataclass(frozen=True)
+class TablePrior:
+    """The code-table baseline's numbers: counts (K, K) on training clips, the unigram log-probs and
+    the mixing weight fitted on validation clips. A `table_prior` model is built on exactly these."""
+
+    counts: np.ndarray
+    unigram: np.ndarray
+    eps: float
 
 
 def fit_table_eps(future: np.ndarray, cond_frame: np.ndarray, counts: np.ndarray, unigram: np.ndarray) -> float:
@@ -429,6 +448,7 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
     eps_table = fit_table_eps(tokens["val"]["codes"][:, cf:], tokens["val"]["cond"][:, 0], counts, unigram)
     bits["code_table"] = code_table_bits(test_future, tokens["test"]["cond"][:, 0], counts, unigram, eps_table)
     metrics["predict/code_table/mixing_weight"] = eps_table
+    prior = TablePrior(counts, unigram, eps_table)  # what a table_prior model adds its logits to
     # how often a future token is the condition token at the same place (plain copying's ceiling)
     metrics["predict/copy_tokens/exact_share"] = float((test_future == tokens["test"]["cond"][:, :1]).mean())
     models = {}
@@ -437,7 +457,7 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
         folder = run_folder(out / kind, tokens_key, tcfg, train_cfg, p.masking, p.mask_ratio)
         result = train_predictor(kind, tcfg, tokens["train"], train_cfg, folder, mask_ratio=p.mask_ratio,
                                  masking=p.masking, eval_tokens=tokens["val"], desc=f"predictor [{kind}]",
-                                 device=device, **loader_settings(cfg))
+                                 device=device, prior=prior, **loader_settings(cfg))
         if is_main_process():
             write_json(out / kind / "latest.json", {"folder": folder.name})
         barrier()  # (torchrun) the masking study's ranks read latest.json
@@ -464,7 +484,7 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
 
         t0 = time.perf_counter()
         metrics.update(run_masking_study(cfg, tokenizer, tokens, tokens_key, tcfg, stores, out, progress=progress,
-                                         device=device))
+                                         device=device, prior=prior))
         metrics["masking/wall_s"] = time.perf_counter() - t0
     if is_main_process():
         write_metrics(out, metrics)
