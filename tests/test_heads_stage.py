@@ -218,13 +218,26 @@ def test_heads_stage_at_smoke_scale(tmp_path):
             "seg.train.steps": 6, "seg.train.eval_every": 3, "seg.level_probes": False, "seg.budget_steps": [3, 6],
             "predict.train.steps": 4, "predict.study_maskings": [], "predict.n_sample_clips": 2,
             "pretrain.extra_seeds": [1],  # seed 1 of the study then reads the second pretrained tokenizer
+            # ... and its own predictors, trained on that tokenizer (with both levers of the transformers)
+            "predict.per_seed": True, "predict.table_prior": True, "predict.cond_input": True,
             "seg.convergence_steps": 9, "seg.convergence_seeds": 2}
     cfg, out = start_stage("smoke", tmp_path, "data", over)
     run_data_stage(cfg, out, progress=False)
     cfg, out = start_stage("smoke", tmp_path, "pretrain", over)
     run_pretrain_stage(cfg, tmp_path, out, progress=False)
     cfg, out = start_stage("smoke", tmp_path, "predict", over)
-    run_predict_stage(cfg, tmp_path, out, progress=False)
+    pm = run_predict_stage(cfg, tmp_path, out, progress=False)
+    for kind in ("masked", "ar", "code_table"):
+        assert pm[f"predict/{kind}/seed0/nll_bits_per_token"] > 0 and pm[f"predict/{kind}/seed1/nll_bits_per_token"] > 0
+    assert pm["predict/masked/seed0/nll_bits_per_token"] == pm["predict/masked/nll_bits_per_token"]
+    seed1 = json.loads((out / "ar" / "seed1.json").read_text())
+    assert seed1["tokenizer"].endswith("seeds/seed1/final.pt") and seed1["folder"] != \
+        json.loads((out / "ar" / "latest.json").read_text())["folder"]
+    from vpe_lib.stages.heads_stage import Study
+    study = Study(cfg, tmp_path, tmp_path / "probe_study", progress=False)
+    idents = [study.predictor_encoder("ar", seed, k)[1] for k, seed in enumerate((0, 1))]
+    assert idents[0] != idents[1]  # seed index 1: the transformer trained on tokenizer seed 1
+    assert study.predictor_encoder("random_ar", 1, 1)[1] != study.predictor_encoder("random_ar", 1, 0)[1]
     cfg, out = start_stage("smoke", tmp_path, "heads", over)
     logs: list[str] = []
     m = run_heads_stage(cfg, tmp_path, out, progress=False, log=logs.append)
@@ -238,6 +251,9 @@ def test_heads_stage_at_smoke_scale(tmp_path):
             assert f"seg/coco_ap/{name}/{pct}/ap" in m
     d = "seg/diff_vs_unet/tokenizer/conv/finetuned/labels100"
     assert m[f"{d}/ci_low"] <= m[f"{d}/mean"] <= m[f"{d}/ci_high"]
+    o = "seg/objects_diff_vs_unet/tokenizer/conv/finetuned/labels100"  # the objects alone get intervals too
+    assert m[f"{o}/ci_low"] <= m[f"{o}/mean"] <= m[f"{o}/ci_high"]
+    assert "seg/objects_diff_vs_random/masked/conv/frozen/labels50/mean" in m
     assert "seg/diff_vs_random/tokenizer/conv/frozen/no-stride1/labels50/mean" not in m  # ablations: largest only
     assert "seg/diff_vs_random/tokenizer/conv/frozen/no-stride1/labels100/mean" in m
     assert "seg/diff_vs_random/masked/conv/frozen/labels50/mean" in m  # each predictor against its random twin

@@ -230,6 +230,9 @@ class PredictConfig:
     # the baseline it is judged against), and the condition code at each position's place as an input
     table_prior: bool = False
     cond_input: bool = False
+    # seeds vary all pretraining: each extra tokenizer seed (pretrain.extra_seeds) gets its own masked and
+    # autoregressive transformers, trained with that seed; the heads of seed k read seed k's models
+    per_seed: bool = False
     masking: str = "random"  # which tokens the main masked model hides
     mask_ratio: float = 0.0  # 0 = a ratio per sample from MaskGIT's cosine schedule; else fixed in (0, 1)
     maskgit_steps: int = 12
@@ -637,8 +640,16 @@ def _study() -> RunConfig:
     # The grid at 1920 would cost ~4x its largest budget; the convergence check trains the UNet and the
     # fine-tuned tokenizer pair that long on the first seed (~16 minutes on the budget's host)
     seg.convergence_steps = 1920
-    # the masking study with three seeds (random vs MGM, two budgets): its differences get intervals
+    # Seeds vary all pretraining: each of the three tokenizers gets its own masked and AR transformers,
+    # and the heads of seed k read seed k's models
+    cfg.predict.per_seed = True
+    # The masking study (Fan et al.'s question): random, tube, simulated motion and MGM, each at 1/3 and the
+    # full update budget, three seeds, all at MGM's ratio 0.75; MGM 1/3 - random 1x and MGM 1/3 - tube 1x
+    # get paired intervals (masking/mgm/x0.33/minus_<s>_x1/...)
+    cfg.predict.study_maskings = ("random", "tube", "simmotion", "mgm")
+    cfg.predict.study_budgets = (1.0, 1 / 3)
     cfg.predict.study_seeds = (0, 1, 2)
+    cfg.predict.study_mask_ratio = 0.75
     return cfg
 
 

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from vpe_lib.config import get_config
 from vpe_lib.host_speed import host_speed
+from vpe_lib.eval.pretext_gates import gate_table_html
 from vpe_lib.hover_umap import PLOTLY_JS, write_plotly_js
 from vpe_lib.progress import forward_progress
 from vpe_lib.train.device import resolve_device
@@ -370,6 +371,12 @@ th{{background:#f3f3f3}}.err{{color:#a00}}code{{background:#f3f3f3;padding:0 .2e
 · {html.escape(str(hw['cpu_count']))} CPU cores{_speed_html(hw)}{', GPU ' + html.escape(hw['gpu']) if hw['gpu'] else ', no GPU'}
 · torch {html.escape(prov['torch'])} · started {html.escape(prov['start_time'])} · {_wall_html(summary)}</p>
 {status}
+<h2>Did pretraining succeed at its own task?</h2>
+<p>Each pretrained model is judged on its own task on test videos before anything is built on it: the tokenizer
+against JPEG at the same bits per pixel, the predictors against the code table (condition code &rarr; future code at
+the same place, counted on training clips), their sampled futures against copying. A verdict below about a model
+that failed its gate says so in the same sentence.</p>
+{gate_table_html(m, _fmt)}
 <h2>The answer, per label budget</h2><ul>{verdict}</ul>
 <h2>Headline</h2><table><tr><th>quantity</th><th>value</th></tr>{head_html}</table>
 {quant_html}

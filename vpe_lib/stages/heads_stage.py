@@ -240,20 +240,28 @@ def n_trainable(model: nn.Module) -> int:
 
 
 def load_predictor_encoder(run_dir: Path, encoder: str, seed: int, *, clip_frames: int,
-                           device: torch.device | str = "cpu") -> tuple[PredictorEncoder, str]:
+                           device: torch.device | str = "cpu", tokenizer_seed: int | None = None
+                           ) -> tuple[PredictorEncoder, str]:
     """A prediction transformer of stage 03 on the main tokenizer (whose codes it was trained on),
     or the same architecture with random weights drawn from the seed (on the CPU, so the draw does
     not depend on `device`); with an identity for caches. The tokenizer moves to `device` whole: its
-    quantizer is not a submodule of the encoder, so `encoder.to(device)` alone would leave it behind."""
+    quantizer is not a submodule of the encoder, so `encoder.to(device)` alone would leave it behind.
+    tokenizer_seed: the transformer trained on that extra pretraining seed's tokenizer, with it
+    (`predict.per_seed`; the random twin keeps that tokenizer too)."""
     kind = encoder.removeprefix("random_")
-    folder = predictor_folder(require(run_dir, "predict", f"{kind}/latest.json"), kind)
-    tok = load_tokenizer(run_dir).channels_last_()
+    if tokenizer_seed is None:
+        folder = predictor_folder(require(run_dir, "predict", f"{kind}/latest.json"), kind)
+        tok = load_tokenizer(run_dir).channels_last_()
+    else:
+        pointer = require(run_dir, "predict", f"{kind}/seed{tokenizer_seed}.json") / f"{kind}/seed{tokenizer_seed}.json"
+        folder = predictor_folder(Path(run_dir) / "predict", kind, tokenizer_seed)
+        tok = load_tokenizer(run_dir, weights=json.loads(pointer.read_text())["tokenizer"]).channels_last_()
     model = load_predictor(folder, codebook_size=tok.cfg.codebook_size, grid=tuple(
         json.loads((folder / "transformer.json").read_text())["grid"]))
     if encoder.startswith("random_"):
         torch.manual_seed(10_000 + seed)
         model = build_predictor(kind, model.cfg).eval()
-        ident = f"{encoder}{seed}"
+        ident = f"{encoder}{seed}" + ("" if tokenizer_seed is None else f"@{file_digest(folder / 'final.pt')}")
     else:
         ident = f"{kind}:{file_digest(folder / 'final.pt')}"
     return PredictorEncoder(tok.to(device), model.to(device), clip_frames=clip_frames), ident
@@ -344,15 +352,23 @@ class Study:
         if method.encoder == "pixels":
             enc, ident = PixelEncoder(), "pixels"
         elif method.encoder in PREDICTOR_ENCODERS:
-            enc, ident = self.predictor_encoder(method.encoder, seed)
+            enc, ident = self.predictor_encoder(method.encoder, seed, seed_index)
         else:
             tok, ident = self.tokenizer_for(method.encoder, seed_index, seed)
             enc = TokenizerEncoder(tok, still=self.s.still, clip_frames=self.s.still_clip_frames or None)
         return select_levels(enc, list(method.levels) or None), ident
 
-    def predictor_encoder(self, encoder: str, seed: int) -> tuple[ImageEncoder, str]:
+    def predictor_encoder(self, encoder: str, seed: int, seed_index: int = 0) -> tuple[ImageEncoder, str]:
+        """With per-seed predictors (predict.per_seed), seed index i reads the transformer trained on the
+        i-th pretrained tokenizer, as `tokenizer_for` pairs tokenizers with seeds; else the main one."""
+        _, folder = self.tokenizers[seed_index % len(self.tokenizers)]
+        tokenizer_seed = None
+        if folder != self.run_dir / "pretrain":
+            n = int(folder.name.removeprefix("seed"))
+            if (self.run_dir / "predict" / encoder.removeprefix("random_") / f"seed{n}.json").exists():
+                tokenizer_seed = n
         return load_predictor_encoder(self.run_dir, encoder, seed, clip_frames=self.cfg.predict.clip_frames,
-                                      device=self.device)
+                                      device=self.device, tokenizer_seed=tokenizer_seed)
 
     def features(self, encoder: ImageEncoder, ident: str) -> dict[str, FeatureStore | LevelView]:
         """Maps of train (with flips), val and test frames, computed once per encoder instance and
@@ -710,6 +726,10 @@ def collect(per_run: dict[str, dict[str, list[dict]]], s, study: Study) -> dict[
                     d = paired_difference(a, [r["fg_iou"] for r in ref])
                     for k in ("mean", "ci_low", "ci_high"):
                         m[f"seg/{label}/{name}/{pct}/{k}"] = d[k]
+                    # the same on the pushable objects alone: foreground IoU is dominated by the arm
+                    d = paired_difference([r["fg_iou_objects"] for r in runs], [r["fg_iou_objects"] for r in ref])
+                    for k in ("mean", "ci_low", "ci_high"):
+                        m[f"seg/objects_{label}/{name}/{pct}/{k}"] = d[k]
     # aliases of the flat keys earlier reports used: the 100% frozen rows
     for name in per_run:
         full = f"seg/fg_iou/{name}/labels100"

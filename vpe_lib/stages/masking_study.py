@@ -126,6 +126,43 @@ def probe_scores(feats_train, fg_train, motion_train, feats_test, fg_test, motio
                                          token_targets(motion_test, stride))}
 
 
+# the study's question (Fan et al. 2023): does MGM at a third of the budget match the others at the full one?
+MGM_COMPARISONS = (("mgm", 1 / 3, "random", 1.0), ("mgm", 1 / 3, "tube", 1.0), ("mgm", 1.0, "random", 1.0))
+
+
+def masking_differences(per_seed: dict[str, list[dict]], maskings, budgets) -> dict[str, float]:
+    """Paired (by seed) differences of the probes between strategy/budget pairs, with 95% intervals:
+    masking/<a>/<budget>/minus_<b>_<budget>/<probe>/{mean,ci_low,ci_high,n}."""
+    from vpe_lib.eval.segmentation import paired_difference
+
+    out = {}
+    for a, ba, b, bb in MGM_COMPARISONS:
+        if a not in maskings or b not in maskings or not any(abs(x - ba) < 1e-9 for x in budgets) \
+                or not any(abs(x - bb) < 1e-9 for x in budgets):
+            continue
+        ra, rb = per_seed.get(f"{a}/{budget_name(ba)}"), per_seed.get(f"{b}/{budget_name(bb)}")
+        if not ra or not rb or len(ra) != len(rb):
+            continue
+        for probe in ("probe_fg_iou", "motion_r2"):
+            d = paired_difference([r[probe] for r in ra], [r[probe] for r in rb])
+            key = f"masking/{a}/{budget_name(ba)}/minus_{b}_{budget_name(bb)}/{probe}"
+            out.update({f"{key}/{k}": float(d[k]) for k in ("mean", "ci_low", "ci_high", "n")})
+    return out
+
+
+def actual_mask_ratios(p, grid, motion: np.ndarray | None, train_tokens: dict, n: int = 256) -> dict[str, float]:
+    """The share of tokens each strategy actually masks in training (as `TokenBatches` draws them: a
+    fixed study_mask_ratio, or the cosine schedule's per-sample ratios when it is 0), on `n` draws."""
+    from vpe_lib.stages.predict_stage import TokenBatches
+
+    out = {}
+    for strategy in p.study_maskings:
+        batches = TokenBatches(train_tokens, batch_size=n, seed=12345, masking=strategy, mask_ratio=p.study_mask_ratio,
+                               motion=motion if strategy == "mgm" else None)
+        out[f"masking/{strategy}/actual_mask_ratio"] = float(batches(0)["mask"].float().mean())
+    return out
+
+
 def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_key: str, tcfg: TransformerConfig,
                       stores: dict[str, PushWorldStore], out: Path, *, progress: bool = True,
                       device: torch.device | str | None = None, prior=None) -> dict[str, float]:
@@ -204,6 +241,8 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_k
             rearrange(to_unit_range(fr[i:i + 64]), "b h w c -> b c h w").to(tok_device), clip_frames=p.clip_frames
         ).cpu() for i in range(0, len(fr), 64)]).numpy()
         per_seed["tokenizer_latent"] = [probe_scores(tok_feats(fr_tr), fg_tr, mo_tr, tok_feats(fr_te), fg_te, mo_te)]
+    m.update(masking_differences(per_seed, p.study_maskings, p.study_budgets))
+    m.update(actual_mask_ratios(p, grid, motions.get("train"), tokens["train"]))
     for name, runs in per_seed.items():
         for k in runs[0]:
             vals = np.array([r[k] for r in runs], float)

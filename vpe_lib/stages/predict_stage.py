@@ -91,15 +91,16 @@ def tokenize_clips(tokenizer: VQVAE3D, store: PushWorldStore, videos, *, clip_fr
             "video": np.array([v for v, _ in items]), "start": np.array([s for _, s in items])}
 
 
-def cached_tokens(cfg: RunConfig, run_dir: Path, out: Path, tokenizer: VQVAE3D
+def cached_tokens(cfg: RunConfig, run_dir: Path, out: Path, tokenizer: VQVAE3D, *, weights: Path | None = None
                   ) -> tuple[dict[str, dict[str, np.ndarray]], str]:
     """Tokens of every split, cached in out/tokens/<split>_<key>.npz (key: tokenizer digest + data +
     clip settings), and the key: whatever is trained on these tokens is keyed by it too. Under
-    torchrun rank 0 tokenizes and writes the cache; the other ranks wait, then read it."""
+    torchrun rank 0 tokenizes and writes the cache; the other ranks wait, then read it. `weights`:
+    the final.pt `tokenizer` was loaded from, when not the run's main one (another pretraining seed)."""
     p = cfg.predict
     data_dir = require(run_dir, "data", "pushworld/manifest.json") / "pushworld"
-    pre = require(run_dir, "pretrain", "final.pt")
-    key = run_key(file_digest(pre / "final.pt"), file_digest(data_dir / "manifest.json"), p.clip_frames,
+    weights = weights or require(run_dir, "pretrain", "final.pt") / "final.pt"
+    key = run_key(file_digest(weights), file_digest(data_dir / "manifest.json"), p.clip_frames,
                   p.cond_frames, cfg.seg.n_val_videos)
     train_store, test_store = PushWorldStore(data_dir, "train"), PushWorldStore(data_dir, "test")
     plan = {**prediction_videos(train_store, cfg.seg.n_val_videos), "test": (test_store, range(len(test_store)))}
@@ -125,9 +126,10 @@ def run_folder(out: Path, tokens_key: str, tcfg: TransformerConfig, train_cfg: T
     return out / run_key(tokens_key, tcfg, recipe(train_cfg), *extra)
 
 
-def predictor_folder(predict_dir: Path, kind: str) -> Path:
-    """The folder of the current `kind` predictor of a run (predict/<kind>/latest.json names it)."""
-    pointer = predict_dir / kind / "latest.json"
+def predictor_folder(predict_dir: Path, kind: str, tokenizer_seed: int | None = None) -> Path:
+    """The folder of the current `kind` predictor of a run (predict/<kind>/latest.json names it), or of
+    the one trained on another pretraining seed's tokenizer (predict/<kind>/seed<k>.json)."""
+    pointer = predict_dir / kind / ("latest.json" if tokenizer_seed is None else f"seed{tokenizer_seed}.json")
     if not pointer.exists():
         raise FileNotFoundError(f"{pointer} is missing: the {kind!r} predictor has not finished training in "
                                 f"{predict_dir.parent}; run notebook 03_predict (or `vpe report`) first")
@@ -201,6 +203,19 @@ def train_predictor(kind: str, tcfg: TransformerConfig, tokens: dict, train_cfg:
     with batch_source(batches, workers=loader_workers, prefetch_factor=loader_prefetch, device=device,
                       stop=train_cfg.steps * train_cfg.grad_accum) as batches:
         return train(model, predict_step, batches, train_cfg, out, eval_fn=eval_fn, desc=desc or kind)
+
+
+def learning_curve(folder: Path) -> list[dict[str, float]]:
+    """A predictor run's validation curve: step, bits per token, and the training wall-clock seconds
+    at that step (interpolated between the logged steps; evaluation time excluded when logs allow)."""
+    history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    clock = sorted((h["step"], h["elapsed_s"]) for h in history if "elapsed_s" in h)
+    evals = [h for h in history if "eval/bits_per_token" in h]
+    if not clock:
+        return [{"step": h["step"], "elapsed_s": float("nan"), "bits_per_token": h["eval/bits_per_token"]} for h in evals]
+    steps, secs = zip(*([(0, 0.0)] + clock))
+    return [{"step": h["step"], "elapsed_s": float(np.interp(h["step"], steps, secs)),
+             "bits_per_token": h["eval/bits_per_token"]} for h in evals]
 
 
 def load_predictor(path: Path, *, codebook_size: int, grid: tuple[int, int, int], device: torch.device | str = "cpu"):
@@ -308,6 +323,58 @@ def fit_table_eps(future: np.ndarray, cond_frame: np.ndarray, counts: np.ndarray
     return best_mixing_weight(lambda e: code_table_bits(future, cond_frame, counts, unigram, e).mean())
 
 
+def fit_baselines(tokens: dict, K: int, cf: int) -> tuple[dict[str, np.ndarray], TablePrior, dict[str, float]]:
+    """The three non-learned baselines: their test bits per future token, the code table as a prior,
+    and their metrics (mixing weights; validation bits, the lines the validation curves must cross).
+    Unigram of the training futures; copying the condition token (mixing weight fitted on training
+    clips); the code table (counted on training clips, its mixing weight fitted on validation clips)."""
+    train_future, train_cond = tokens["train"]["codes"][:, cf:], tokens["train"]["cond"][:, 0]
+    unigram = unigram_log_probs(train_future, K)
+    eps = fit_copy_eps(train_future, train_cond, unigram)
+    counts = code_table(train_future, train_cond, K)
+    val_future, val_cond = tokens["val"]["codes"][:, cf:], tokens["val"]["cond"][:, 0]
+    eps_table = fit_table_eps(val_future, val_cond, counts, unigram)
+    test_future, test_cond = tokens["test"]["codes"][:, cf:], tokens["test"]["cond"][:, 0]
+    bits = {"unigram": -unigram[test_future.astype(np.int64)] / LN2,
+            "copy_tokens": copy_token_bits(test_future, test_cond, unigram, eps),
+            "code_table": code_table_bits(test_future, test_cond, counts, unigram, eps_table)}
+    metrics = {"predict/copy_tokens/mixing_weight": eps, "predict/code_table/mixing_weight": eps_table,
+               "predict/unigram/val_bits_per_token": float((-unigram[val_future.astype(np.int64)] / LN2).mean()),
+               "predict/copy_tokens/val_bits_per_token": float(copy_token_bits(val_future, val_cond, unigram, eps).mean()),
+               "predict/code_table/val_bits_per_token": float(
+                   code_table_bits(val_future, val_cond, counts, unigram, eps_table).mean())}
+    return bits, TablePrior(counts, unigram, eps_table), metrics
+
+
+def train_seed_predictors(cfg: RunConfig, run_dir: Path, out: Path, tcfg: TransformerConfig, *,
+                          device, progress: bool = True) -> dict[str, float]:
+    """Both predictors on each extra pretraining seed's tokenizer (pretrain/seeds/seed<k>), trained with
+    seed k, against that tokenizer's own code table; out/<kind>/seed<k>.json names each. Test bits per
+    token: predict/<kind>/seed<k>/..., predict/code_table/seed<k>/...."""
+    from vpe_lib.stages.pretrain_stage import loader_settings
+
+    p, metrics = cfg.predict, {}
+    for seed in cfg.pretrain.extra_seeds:
+        weights = require(run_dir, "pretrain", f"seeds/seed{seed}/final.pt") / f"seeds/seed{seed}/final.pt"
+        tokenizer = load_tokenizer(run_dir, weights=weights, device=device)
+        tokens, key = cached_tokens(cfg, run_dir, out, tokenizer, weights=weights)
+        bits, prior, _ = fit_baselines(tokens, tokenizer.cfg.codebook_size, p.cond_frames)
+        metrics[f"predict/code_table/seed{seed}/nll_bits_per_token"] = float(bits["code_table"].mean())
+        for kind in p.models:
+            train_cfg = dataclasses.replace(p.train_config(kind), seed=seed, progress=progress)
+            folder = run_folder(out / kind, key, tcfg, train_cfg, p.masking, p.mask_ratio)
+            result = train_predictor(kind, tcfg, tokens["train"], train_cfg, folder, mask_ratio=p.mask_ratio,
+                                     masking=p.masking, eval_tokens=tokens["val"], prior=prior,
+                                     desc=f"predictor [{kind}, tokenizer seed {seed}]", device=device,
+                                     **loader_settings(cfg))
+            if is_main_process():
+                write_json(out / kind / f"seed{seed}.json", {"folder": folder.name, "tokenizer": str(weights)})
+            metrics[f"predict/{kind}/seed{seed}/nll_bits_per_token"] = float(future_bits(result.model, tokens["test"]).mean())
+            metrics[f"predict/{kind}/seed{seed}/train_wall_s"] = result.wall_time_s
+    barrier()
+    return metrics
+
+
 # ---------------------------------------------------------------------------
 # frame prediction
 
@@ -398,6 +465,8 @@ def frame_prediction(cfg: RunConfig, tokenizer: VQVAE3D, models: dict, tokens: d
         whole, mov = frame_errors(sq, mov_mask)
         m[f"predict/{name}/psnr_db"] = psnr_db(float(sq.mean()))
         m[f"predict/{name}/psnr_db_moving"] = psnr_db(float(sq[mov_mask].mean())) if mov_mask.any() else float("nan")
+        # the pixels that truly stayed put: a sample should be as good there as copying the tokens (the gate)
+        m[f"predict/{name}/psnr_db_static"] = psnr_db(float(sq[~mov_mask].mean())) if (~mov_mask).any() else float("nan")
         as_images = lambda v: to_unit_range(v[:, first:]).flatten(0, 1).permute(0, 3, 1, 2)  # noqa: E731
         m[f"predict/{name}/ssim"] = ssim(as_images(pred), as_images(true))
         per_frame[name] = {"psnr_db": [psnr_db(e) for e in whole], "psnr_db_moving": [psnr_db(e) if e == e else None for e in mov]}
@@ -436,19 +505,9 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
     tcfg = transformer_config(cfg, tokenizer, grid)
     K = tokenizer.cfg.codebook_size
     cf = p.cond_frames
-    # baselines: unigram of the training futures, copy-the-condition with a fitted mixing weight
-    train_future = tokens["train"]["codes"][:, cf:]
-    unigram = unigram_log_probs(train_future, K)
-    eps = fit_copy_eps(train_future, tokens["train"]["cond"][:, 0], unigram)
     test_future = tokens["test"]["codes"][:, cf:]
-    bits = {"unigram": -unigram[test_future.astype(np.int64)] / LN2,
-            "copy_tokens": copy_token_bits(test_future, tokens["test"]["cond"][:, 0], unigram, eps)}
-    metrics["predict/copy_tokens/mixing_weight"] = eps
-    counts = code_table(train_future, tokens["train"]["cond"][:, 0], K)
-    eps_table = fit_table_eps(tokens["val"]["codes"][:, cf:], tokens["val"]["cond"][:, 0], counts, unigram)
-    bits["code_table"] = code_table_bits(test_future, tokens["test"]["cond"][:, 0], counts, unigram, eps_table)
-    metrics["predict/code_table/mixing_weight"] = eps_table
-    prior = TablePrior(counts, unigram, eps_table)  # what a table_prior model adds its logits to
+    bits, prior, base_metrics = fit_baselines(tokens, K, cf)
+    metrics.update(base_metrics)
     # how often a future token is the condition token at the same place (plain copying's ceiling)
     metrics["predict/copy_tokens/exact_share"] = float((test_future == tokens["test"]["cond"][:, :1]).mean())
     models = {}
@@ -466,12 +525,19 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
         metrics[f"predict/{kind}/train_wall_s"] = result.wall_time_s
         metrics[f"predict/{kind}/train_clips_per_s"] = result.items_per_s
         metrics[f"predict/{kind}/params"] = sum(q.numel() for q in models[kind].parameters())
+    if p.per_seed and cfg.pretrain.extra_seeds:
+        # seeds vary all pretraining: each extra tokenizer seed gets its own predictors (the heads of that
+        # seed read them); the main models are those of the main tokenizer's seed
+        for kind in models:
+            metrics[f"predict/{kind}/seed{cfg.pretrain.train.seed}/nll_bits_per_token"] = float(bits[kind].mean())
+        metrics[f"predict/code_table/seed{cfg.pretrain.train.seed}/nll_bits_per_token"] = float(bits["code_table"].mean())
+        metrics.update(train_seed_predictors(cfg, run_dir, out, tcfg, device=device, progress=progress))
     for name, b in bits.items():
         metrics[f"predict/{name}/nll_bits_per_token"] = float(b.mean())
         for h in range(b.shape[1]):
             metrics[f"predict/{name}/horizon{h + 1}/nll_bits_per_token"] = float(b[:, h].mean())
     metrics["predict/n_test_clips"] = len(test_future)
-    metrics["predict/n_train_clips"] = len(train_future)
+    metrics["predict/n_train_clips"] = len(tokens["train"]["codes"])
     metrics["predict/tokens_per_clip"] = int(np.prod(grid))
     metrics["predict/uniform_bits_per_token"] = math.log2(K)
     data_dir = require(run_dir, "data", "pushworld/manifest.json") / "pushworld"

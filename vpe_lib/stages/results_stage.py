@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from vpe_lib.eval.pretext_gates import failed_clause, gate_metrics, pretext_gates
 from vpe_lib.eval.segmentation import verdict
 from vpe_lib.stages.common import STAGES, read_metrics, write_metrics
 
@@ -74,7 +75,7 @@ def study_rows(m: dict[str, float], prefix: str = "seg") -> list[dict]:
             row[metric], row[metric + "_std"] = get(metric), get(metric + "_std")
         for k in ("ap", "ap50", "ap75"):
             row[k] = m.get(f"{prefix}/coco_ap/{method}/{pct}/{k}")
-        for ref in ("diff_vs_unet", "diff_vs_random"):
+        for ref in ("diff_vs_unet", "diff_vs_random", "objects_diff_vs_unet", "objects_diff_vs_random"):
             row[ref] = {k: m.get(f"{prefix}/{ref}/{method}/{pct}/{k}") for k in ("mean", "ci_low", "ci_high")}
         row["params"], row["train_s"], row["lr"] = get("trainable_params"), get("train_wall_s"), get("lr")
         row["steps"], row["best_step"] = get("steps"), get("best_step")  # updates run; the best, on validation
@@ -106,21 +107,25 @@ PRETRAINED_ENCODERS = ("tokenizer", "masked", "ar")
 
 def answers(m: dict[str, float], *, n_seeds: int, prefix: str = "seg") -> list[str]:
     """One sentence per label budget and pretrained method, from the paired 95% intervals:
-    against the UNet, and against the same architecture with random weights."""
+    against the UNet, and against the same architecture with random weights. A method whose
+    pretraining failed its own task (`pretext_gates`) says so in the same sentence."""
     rows = study_rows(m, prefix)
     out = []
     for r in rows:
         if r["method"].split("/")[0] not in PRETRAINED_ENCODERS or r["method"].count("/") != 2:
             continue  # the main pretrained rows; ablations are in the table
-        for ref, other in (("diff_vs_unet", "the UNet from scratch"),
-                           ("diff_vs_random", f"random_{r['method']}")):
+        for ref, other, metric in (("diff_vs_unet", "the UNet from scratch", "foreground IoU"),
+                                   ("diff_vs_random", f"random_{r['method']}", "foreground IoU"),
+                                   ("objects_diff_vs_unet", "the UNet from scratch", "objects-only IoU"),
+                                   ("objects_diff_vs_random", f"random_{r['method']}", "objects-only IoU")):
             d = r[ref]
             if d["mean"] is None:
                 continue
             diff = {**d, "n": n_seeds}
             if d["ci_low"] is None:
                 diff["ci_low"] = diff["ci_high"] = float("nan")
-            out.append(f"At {r['pct']:g}% labels: " + verdict(diff, better=r["method"], worse=other))
+            better = r["method"] + failed_clause(m, r["method"].split("/")[0])
+            out.append(f"At {r['pct']:g}% labels: " + verdict(diff, better=better, worse=other, metric=metric))
     return out
 
 
@@ -154,7 +159,7 @@ def convergence_notes(m: dict[str, float], prefix: str = "seg", tol: float = 0.0
 
 def run_results_stage(run_dir: Path, out: Path) -> dict[str, float]:
     m = collect_metrics(run_dir)
-    derived: dict[str, float] = {}
+    derived: dict[str, float] = gate_metrics(pretext_gates(m))  # did pretraining succeed? (gate/<model>/seed<k>/...)
     unet, colour = m.get("seg/fg_iou/unet"), m.get("seg/fg_iou/colour_baseline/labels100")
     if unet is not None and colour is not None:
         derived["results/unet_minus_colour_baseline"] = unet - colour
