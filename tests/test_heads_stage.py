@@ -72,6 +72,31 @@ def test_method_grid_and_names():
     limited = main_methods(["tokenizer", "masked"], ["conv", "linear"], ["frozen"], head_encoders=["tokenizer"])
     assert [m.name for m in limited] == ["tokenizer/conv/frozen", "tokenizer/linear/frozen", "masked/conv/frozen",
                                          "unet"]
+    # the prediction transformers fine-tune only when asked (the seed paper's best configuration)
+    assert "masked/conv/finetuned" not in [m.name for m in main_methods(["masked"], ["conv"], ["frozen", "finetuned"])]
+    assert [m.name for m in main_methods(["masked", "random_ar"], ["conv"], ["finetuned"], finetune_predictors=True)] \
+        == ["masked/conv/finetuned", "random_ar/conv/finetuned", "unet"]
+
+
+def test_a_fine_tuned_predictor_encoder_learns_end_to_end():
+    """Fine-tuned, the gradient reaches the transformer and the tokenizer maps it follows (not past the
+    argmax codes into the quantizer's choice)."""
+    from vpe_lib.models.encoders import PredictorEncoder
+    from vpe_lib.models.heads import SegmentationModel, build_head
+    from vpe_lib.models.transformer import TransformerConfig, build_predictor
+
+    torch.manual_seed(0)
+    tiny = dataclasses.replace(TINY, clip_frames=4)
+    tok = VQVAE3D(cfg=tiny).eval()
+    tcfg = TransformerConfig(codebook_size=16, grid=tok.latent_shape(4, 16, 16), dim=16, depth=1, heads=2)
+    enc = PredictorEncoder(tok, build_predictor("masked", tcfg), clip_frames=4)
+    model = SegmentationModel(enc, build_head("conv", enc.feature_info, n_classes=3, hidden=8), frozen=False)
+    frames, labels = _frames(n=2)
+    x = torch.from_numpy(frames).float().permute(0, 3, 1, 2) / 127.5 - 1
+    loss = torch.nn.functional.cross_entropy(model(x), torch.from_numpy(labels).long())
+    loss.backward()
+    assert enc.predictor.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.tokens.parameters())
 
 
 def test_lr_choice_is_on_validation_with_ties_to_the_smaller_rate():

@@ -530,7 +530,7 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
         encoders = [e for e in encoders if e not in PREDICTOR_ENCODERS]
         study.skipped.append({"path": cfg.data.source, "kind": "encoders " + ", ".join(dropped),
                               "reason": "the prediction stage (03) trains on PushWorld only so far"})
-    methods = main_methods(encoders, s.heads, s.modes, s.finetune_heads, s.head_encoders)
+    methods = main_methods(encoders, s.heads, s.modes, s.finetune_heads, s.head_encoders, s.finetune_predictors)
     largest = max(s.label_pcts)
     ablations = ablation_methods(cfg, study)
     plan = [(m, pct) for m in methods for pct in s.label_pcts] + [(m, largest) for m in ablations]

@@ -129,10 +129,13 @@ def method_from_name(name: str) -> Method:
 
 
 def main_methods(encoders: Sequence[str], heads: Sequence[str], modes: Sequence[str],
-                 finetune_heads: Sequence[str] = (), head_encoders: Sequence[str] = ()) -> list[Method]:
+                 finetune_heads: Sequence[str] = (), head_encoders: Sequence[str] = (),
+                 finetune_predictors: bool = False) -> list[Method]:
     """encoders × heads × modes, then the UNet. Raw pixels have no weights to fine-tune: they run
     frozen only; `finetune_heads` (if given) limits fine-tuning to those heads; `head_encoders` (if
-    given) are the encoders that run every head, the others run only the first (the main) head."""
+    given) are the encoders that run every head, the others run only the first (the main) head.
+    The prediction transformers run fine-tuned only with `finetune_predictors` (the seed paper's best
+    configuration: the transformer-informed latent trained end to end with a conv decoder)."""
     out = []
     for enc in encoders:
         if enc not in ENCODERS:
@@ -141,9 +144,9 @@ def main_methods(encoders: Sequence[str], heads: Sequence[str], modes: Sequence[
             for mode in modes:
                 if mode not in MODES:
                     raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-                # raw pixels have no weights; the prediction transformers run frozen in this version
-                # (fine-tuning them through the tokenizer's argmax codes is future work)
-                if mode == "finetuned" and (enc == "pixels" or enc in PREDICTOR_ENCODERS
+                # raw pixels have no weights; fine-tuned, a prediction transformer and the tokenizer maps
+                # it follows learn (the codes are an argmax, so no gradient reaches past them)
+                if mode == "finetuned" and (enc == "pixels" or (enc in PREDICTOR_ENCODERS and not finetune_predictors)
                                             or (finetune_heads and head not in finetune_heads)):
                     continue
                 out.append(Method(enc, head, mode))
@@ -159,7 +162,7 @@ def run_key(*parts: Any) -> str:
 
 
 # SegConfig fields that select extra runs without changing any run's recipe
-NOT_RUN_IDENTITY = ("convergence_steps", "convergence_methods", "convergence_seeds")
+NOT_RUN_IDENTITY = ("convergence_steps", "convergence_methods", "convergence_seeds", "finetune_predictors")
 
 
 def seg_identity(s) -> dict[str, Any]:
