@@ -78,6 +78,18 @@ def test_method_grid_and_names():
         == ["masked/conv/finetuned", "random_ar/conv/finetuned", "unet"]
 
 
+def test_lr_search_at_chosen_budgets_only():
+    from vpe_lib.config import get_config
+    from vpe_lib.stages.heads_stage import row_work, searches_lr
+
+    s = get_config("study").seg  # lr searched at 10% only: 2 rates + 2 more seeds there, 3 seeds elsewhere
+    assert [searches_lr(s, q) for q in s.label_pcts] == [False, True, False]
+    unet = Method("unet")
+    assert [row_work(unet, q, s)[1] for q in s.label_pcts] == [120 * 3, 240 * 4, 480 * 3]
+    s.lr_search_pcts = ()
+    assert all(searches_lr(s, q) for q in s.label_pcts) and row_work(unet, 1.0, s)[1] == 120 * 4
+
+
 def test_a_fine_tuned_predictor_encoder_learns_end_to_end():
     """Fine-tuned, the gradient reaches the transformer and the tokenizer maps it follows (not past the
     argmax codes into the quantizer's choice)."""
@@ -245,6 +257,7 @@ def test_heads_stage_at_smoke_scale(tmp_path):
             "pretrain.extra_seeds": [1],  # seed 1 of the study then reads the second pretrained tokenizer
             # ... and its own predictors, trained on that tokenizer (with both levers of the transformers)
             "predict.per_seed": True, "predict.table_prior": True, "predict.cond_input": True,
+            "seg.lr_search_pcts": [100],  # the 50% rows reuse the rate chosen at 100%
             "seg.convergence_steps": 9, "seg.convergence_seeds": 2}
     cfg, out = start_stage("smoke", tmp_path, "data", over)
     run_data_stage(cfg, out, progress=False)
@@ -296,7 +309,7 @@ def test_heads_stage_at_smoke_scale(tmp_path):
         assert r["val_fg_iou"] == max(v for _, v in r["curve"])
         assert r["best_step"] == next(st for st, v in r["curve"] if v == r["val_fg_iou"])
     lr = json.loads((out / "lr_search.json").read_text())
-    assert set(lr["unet"]["labels100"]) == {"0.002"}
+    assert set(lr["unet"]["labels100"]) == {"0.002"} and set(lr["unet"]) == {"labels100"}
     # the convergence check: the first seed's run once more for 9 updates instead of 6, its curve beside the grid's
     conv = json.loads((out / "convergence.json").read_text())
     assert [(r["method"], r["seed"]) for r in conv["runs"]] == [(n, k) for n in cfg.seg.convergence_methods for k in (0, 1)]

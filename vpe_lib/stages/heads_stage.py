@@ -501,9 +501,16 @@ def eta_kind(method: Method) -> str:
 
 
 def row_work(method: Method, pct: float, s: SegConfig) -> tuple[str, int]:
-    """(kind, updates) of one row of the grid: the learning-rate search on the first seed, then
-    the other seeds at the chosen rate."""
-    return eta_kind(method), s.steps_at(pct) * (len(s.lr_grid) + len(s.seeds) - 1)
+    """(kind, updates) of one row of the grid: the learning-rate search on the first seed (at a
+    budget that searches), then the other seeds at the chosen rate."""
+    tries = len(s.lr_grid) if searches_lr(s, pct) else 1
+    return eta_kind(method), s.steps_at(pct) * (tries + len(s.seeds) - 1)
+
+
+def searches_lr(s: SegConfig, pct: float) -> bool:
+    """Whether the learning rate is searched at this label budget (seg.lr_search_pcts; empty: at every
+    budget). The other budgets take the rate the method chose where it was searched."""
+    return not s.lr_search_pcts or any(abs(pct - q) < 1e-9 for q in s.lr_search_pcts)
 
 
 def convergence_work(s: SegConfig, methods: list[Method]) -> list[tuple[str, int]]:
@@ -533,7 +540,10 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     methods = main_methods(encoders, s.heads, s.modes, s.finetune_heads, s.head_encoders, s.finetune_predictors)
     largest = max(s.label_pcts)
     ablations = ablation_methods(cfg, study)
-    plan = [(m, pct) for m in methods for pct in s.label_pcts] + [(m, largest) for m in ablations]
+    # a method's rows at the budgets that search the learning rate come first: the others reuse its choice
+    order = sorted(s.label_pcts, key=lambda q: not searches_lr(s, q))
+    plan = [(m, pct) for m in methods for pct in order] + [(m, largest) for m in ablations]
+    chosen: dict[str, float] = {}
 
     per_run: dict[str, dict[str, list[dict]]] = {}
     lr_search: dict[str, dict[str, dict[str, float]]] = {}
@@ -551,9 +561,13 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
         log(f"[heads] {i + 1}/{len(plan)} {method.name} at {pct:g}% labels ({format_duration(elapsed)}{eta_text})")
         row_start = time.perf_counter()
         seed0 = s.seeds[0]
-        first = {lr: study.run(method, pct, 0, seed0, lr) for lr in s.lr_grid}
-        lr = choose_lr({lr: r["val_fg_iou"] for lr, r in first.items()})
-        lr_search.setdefault(method.name, {})[pct_name(pct)] = {f"{k:g}": r["val_fg_iou"] for k, r in first.items()}
+        if searches_lr(s, pct) or method.name not in chosen:
+            first = {lr: study.run(method, pct, 0, seed0, lr) for lr in s.lr_grid}
+            lr = chosen[method.name] = choose_lr({lr: r["val_fg_iou"] for lr, r in first.items()})
+            lr_search.setdefault(method.name, {})[pct_name(pct)] = {f"{k:g}": r["val_fg_iou"] for k, r in first.items()}
+        else:  # the rate this method chose at a searched budget
+            lr = chosen[method.name]
+            first = {lr: study.run(method, pct, 0, seed0, lr)}
         runs = [first[lr]] + [study.run(method, pct, k, seed, lr) for k, seed in enumerate(s.seeds) if k > 0]
         for r in runs:
             probs = r.pop("probs")

@@ -162,7 +162,8 @@ def run_key(*parts: Any) -> str:
 
 
 # SegConfig fields that select extra runs without changing any run's recipe
-NOT_RUN_IDENTITY = ("convergence_steps", "convergence_methods", "convergence_seeds", "finetune_predictors")
+NOT_RUN_IDENTITY = ("convergence_steps", "convergence_methods", "convergence_seeds", "finetune_predictors",
+                    "lr_search_pcts")
 
 
 def seg_identity(s) -> dict[str, Any]:
