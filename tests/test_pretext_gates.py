@@ -63,3 +63,18 @@ def test_gate_table_shows_fail():
     html = gate_table_html(BASE, _fmt)
     assert html.count("FAIL") == 3 and "pass" in html
     assert "No pretraining gate" in gate_table_html({}, _fmt)
+
+
+def test_seed_paper_rows_carry_the_gate_of_the_pretraining_behind_them():
+    from vpe_lib.stages.results_stage import seed_paper_rows
+
+    m = {**BASE}
+    for name, v in (("masked/conv/finetuned", 0.70), ("random_masked/conv/finetuned", 0.69), ("unet", 0.72),
+                    ("ar/conv/finetuned", 0.71)):
+        m[f"seg/fg_iou/{name}/labels100"], m[f"seg/fg_iou_std/{name}/labels100"] = v, 0.01
+        m[f"seg/fg_iou/{name}/labels10"] = v - 0.1
+    rows = {r["method"]: r for r in seed_paper_rows(m)}
+    assert set(rows) == {"masked/conv/finetuned", "random_masked/conv/finetuned", "ar/conv/finetuned", "unet"}
+    assert rows["masked/conv/finetuned"]["labels"] == "100%" and rows["masked/conv/finetuned"]["fg_iou"] == 0.70
+    assert "did not beat the code table" in rows["masked/conv/finetuned"]["pretext"]
+    assert rows["ar/conv/finetuned"]["pretext"] == "passed its gate" and rows["unet"]["pretext"] == "—"

@@ -157,6 +157,35 @@ def convergence_notes(m: dict[str, float], prefix: str = "seg", tol: float = 0.0
     return out
 
 
+# The seed study's reported best configuration (the report this project started from): one run on BAIR.
+SEED_PAPER = {"setup": "fine-tuned tokenizer encoder + transformer-informed latent, conv decoder",
+              "data": "BAIR robot pushing (real video), 64x64", "runs": "1 (no interval)", "fg_iou": 0.83,
+              "pretext": "video generation not achieved (the authors' words)"}
+
+
+def seed_paper_rows(m: dict[str, float], prefix: str = "seg") -> list[dict]:
+    """The seed paper's best configuration beside ours at the largest label budget: the fine-tuned
+    predictor encoders with the conv head (study profile: seg.finetune_predictors), their random twins,
+    the fine-tuned tokenizer and the UNet, with each mean ± std over seeds and the pretext gate behind it."""
+    from vpe_lib.eval.pretext_gates import failed_clause
+
+    rows = study_rows(m, prefix)
+    top = max((r["pct"] for r in rows), default=None)
+    want = ("masked/conv/finetuned", "random_masked/conv/finetuned", "ar/conv/finetuned", "random_ar/conv/finetuned",
+            "tokenizer/conv/finetuned", "unet")
+    out = []
+    for name in want:
+        r = next((r for r in rows if r["method"] == name and r["pct"] == top), None)
+        if r is None:
+            continue
+        enc = name.split("/")[0]
+        gate = "—" if enc.startswith("random_") or enc == "unet" else (
+            failed_clause(m, enc).strip(" ()") or "passed its gate")
+        out.append({"method": name, "labels": f"{top:g}%", "fg_iou": r["fg_iou"], "fg_iou_std": r["fg_iou_std"],
+                    "fg_iou_objects": r["fg_iou_objects"], "pretext": gate})
+    return out
+
+
 def run_results_stage(run_dir: Path, out: Path) -> dict[str, float]:
     m = collect_metrics(run_dir)
     derived: dict[str, float] = gate_metrics(pretext_gates(m))  # did pretraining succeed? (gate/<model>/seed<k>/...)
