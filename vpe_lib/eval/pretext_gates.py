@@ -92,8 +92,8 @@ def gate_metrics(rows: list[dict]) -> dict[str, float]:
 
 def failed_clause(m: dict, encoder: str) -> str:
     """'' when the pretraining behind `encoder` (tokenizer / masked / ar, any seed) passed its gate or
-    has none; else a clause for the same sentence, e.g. ' (its pretraining failed its gate: the masked
-    model did not beat the code table at 1 of 1 seeds, by -1.08 bits)'."""
+    has none; else what failed, for the same sentence, e.g. 'the masked model did not beat the code
+    table at 1 of 1 seeds, by -1.08 bits'."""
     model = ENCODER_GATE.get(encoder)
     if model is None:
         return ""
@@ -105,8 +105,7 @@ def failed_clause(m: dict, encoder: str) -> str:
     what = {"tokenizer": "the tokenizer stayed below JPEG at its rate",
             "masked": "the masked model did not beat the code table",
             "ar": "the autoregressive model did not beat the code table"}[model]
-    return (f" (its pretraining failed its gate: {what} at {len(failed)} of {len(rows)} seeds, "
-            f"by {worst:+.2f} {failed[0]['unit']})")
+    return f"{what} at {len(failed)} of {len(rows)} seeds, by {worst:+.2f} {failed[0]['unit']}"
 
 
 def gate_table_html(m: dict, fmt) -> str:

@@ -124,8 +124,11 @@ def answers(m: dict[str, float], *, n_seeds: int, prefix: str = "seg") -> list[s
             diff = {**d, "n": n_seeds}
             if d["ci_low"] is None:
                 diff["ci_low"] = diff["ci_high"] = float("nan")
-            better = r["method"] + failed_clause(m, r["method"].split("/")[0])
-            out.append(f"At {r['pct']:g}% labels: " + verdict(diff, better=better, worse=other, metric=metric))
+            sentence = f"At {r['pct']:g}% labels: " + verdict(diff, better=r["method"], worse=other, metric=metric)
+            failed = failed_clause(m, r["method"].split("/")[0])
+            if failed:  # in the same sentence: a verdict about a model that did not learn its own task
+                sentence = sentence.removesuffix(".") + f"; the pretraining behind {r['method']} failed its gate ({failed})."
+            out.append(sentence)
     return out
 
 
@@ -179,8 +182,9 @@ def seed_paper_rows(m: dict[str, float], prefix: str = "seg") -> list[dict]:
         if r is None:
             continue
         enc = name.split("/")[0]
+        failed = "" if enc.startswith("random_") or enc == "unet" else failed_clause(m, enc)
         gate = "—" if enc.startswith("random_") or enc == "unet" else (
-            failed_clause(m, enc).strip(" ()") or "passed its gate")
+            f"failed its gate: {failed}" if failed else "passed its gate")
         out.append({"method": name, "labels": f"{top:g}%", "fg_iou": r["fg_iou"], "fg_iou_std": r["fg_iou_std"],
                     "fg_iou_objects": r["fg_iou_objects"], "pretext": gate})
     return out
