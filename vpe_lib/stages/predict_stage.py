@@ -375,6 +375,28 @@ def train_seed_predictors(cfg: RunConfig, run_dir: Path, out: Path, tcfg: Transf
     return metrics
 
 
+def static_token_metrics(bits: dict[str, np.ndarray], test: dict, store: PushWorldStore, grid, clip_frames: int,
+                         cf: int) -> dict[str, float]:
+    """Where do the models know more than the table? Bits per future token on the tokens whose patch has
+    not moved since the condition (ground-truth flow) and on the others; and how often a static token
+    keeps the condition's code (a vocabulary stationary in time would make this 1)."""
+    from vpe_lib.data.motion import true_moving_tokens
+
+    moving = np.stack([true_moving_tokens(store.get("flow", int(v), slice(int(s), int(s) + clip_frames)), grid)
+                       for v, s in zip(test["video"], test["start"])])
+    static = ~np.logical_or.accumulate(moving, axis=1)[:, cf:]  # unmoved from the condition to that latent frame
+    future = test["codes"][:, cf:]
+    m = {"predict/static_token_fraction": float(static.mean()),
+         "predict/copy_tokens/static_exact_share": float((future == test["cond"][:, :1])[static].mean())
+         if static.any() else float("nan")}
+    for name, b in bits.items():
+        if static.any():
+            m[f"predict/{name}/static_bits_per_token"] = float(b[static].mean())
+        if (~static).any():
+            m[f"predict/{name}/moving_bits_per_token"] = float(b[~static].mean())
+    return m
+
+
 # ---------------------------------------------------------------------------
 # frame prediction
 
@@ -542,6 +564,7 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
     metrics["predict/uniform_bits_per_token"] = math.log2(K)
     data_dir = require(run_dir, "data", "pushworld/manifest.json") / "pushworld"
     stores = {"train": PushWorldStore(data_dir, "train"), "test": PushWorldStore(data_dir, "test")}
+    metrics.update(static_token_metrics(bits, tokens["test"], stores["test"], grid, p.clip_frames, cf))
     t0 = time.perf_counter()
     metrics.update(frame_prediction(cfg, tokenizer, models, tokens["test"], stores["test"], out))
     metrics["predict/sampling_wall_s"] = time.perf_counter() - t0
