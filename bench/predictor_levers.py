@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
         steps = args.steps or train_cfg.steps
         train_cfg = dataclasses.replace(train_cfg, steps=steps, eval_every=args.eval_every,
                                         warmup_steps=max(train_cfg.warmup_steps, steps // 10), progress=False)
-        folder = run_folder(run_dir / "bench_levers" / kind, key, tcfg, train_cfg, p.masking, p.mask_ratio)
+        # the predict stage's own run folders: a variant with the stage's recipe is the stage's run, reused
+        folder = run_folder(run_dir / "predict" / kind, key, tcfg, train_cfg, p.masking, p.mask_ratio)
         res = train_predictor(kind, tcfg, tr, train_cfg, folder, eval_tokens=va, prior=prior, desc=name)
         curve = learning_curve(folder)
         bits = float(future_bits(res.model, va).mean())
