@@ -26,10 +26,11 @@ from vpe_lib.data.errors import DataError
 from vpe_lib.data.samplers import to_unit_range
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.eval.probes import foreground_probe_iou, motion_probe_r2, token_targets
+from vpe_lib.eval.segmentation import paired_difference
 from vpe_lib.masking import make_mask, mask_motion_overlap
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.transformer import TransformerConfig, build_predictor
-from vpe_lib.stages.predict_stage import load_predictor, predictor_folder, run_folder, train_predictor
+from vpe_lib.stages.predict_stage import TokenBatches, load_predictor, predictor_folder, run_folder, train_predictor
 from vpe_lib.stages.pretrain_stage import loader_settings, read_history
 from vpe_lib.train.device import module_device
 from vpe_lib.train.distributed import is_main_process
@@ -133,8 +134,6 @@ MGM_COMPARISONS = (("mgm", 1 / 3, "random", 1.0), ("mgm", 1 / 3, "tube", 1.0), (
 def masking_differences(per_seed: dict[str, list[dict]], maskings, budgets) -> dict[str, float]:
     """Paired (by seed) differences of the probes between strategy/budget pairs, with 95% intervals:
     masking/<a>/<budget>/minus_<b>_<budget>/<probe>/{mean,ci_low,ci_high,n}."""
-    from vpe_lib.eval.segmentation import paired_difference
-
     out = {}
     for a, ba, b, bb in MGM_COMPARISONS:
         if a not in maskings or b not in maskings or not any(abs(x - ba) < 1e-9 for x in budgets) \
@@ -153,8 +152,6 @@ def masking_differences(per_seed: dict[str, list[dict]], maskings, budgets) -> d
 def actual_mask_ratios(p, grid, motion: np.ndarray | None, train_tokens: dict, n: int = 256) -> dict[str, float]:
     """The share of tokens each strategy actually masks in training (as `TokenBatches` draws them: a
     fixed study_mask_ratio, or the cosine schedule's per-sample ratios when it is 0), on `n` draws."""
-    from vpe_lib.stages.predict_stage import TokenBatches
-
     out = {}
     for strategy in p.study_maskings:
         batches = TokenBatches(train_tokens, batch_size=n, seed=12345, masking=strategy, mask_ratio=p.study_mask_ratio,

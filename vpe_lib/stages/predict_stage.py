@@ -36,7 +36,7 @@ from einops import rearrange, repeat
 from vpe_lib.config import RunConfig
 from vpe_lib.atomic import atomic_open
 from vpe_lib.data.loader import batch_source
-from vpe_lib.data.motion import remove_camera_motion
+from vpe_lib.data.motion import remove_camera_motion, true_moving_tokens
 from vpe_lib.data.samplers import from_unit_range, to_unit_range
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.eval.metrics import ssim
@@ -44,7 +44,7 @@ from vpe_lib.masking import make_mask
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.transformer import ARVideoTransformer, TransformerConfig, build_predictor, check_compatible
 from vpe_lib.stages.common import require, stage_device, write_json, write_metrics
-from vpe_lib.stages.pretrain_stage import load_tokenizer
+from vpe_lib.stages.pretrain_stage import load_tokenizer, loader_settings
 from vpe_lib.stages.seg_protocol import file_digest, run_key
 from vpe_lib.train.device import module_device
 from vpe_lib.train.distributed import barrier, is_main_process
@@ -351,8 +351,6 @@ def train_seed_predictors(cfg: RunConfig, run_dir: Path, out: Path, tcfg: Transf
     """Both predictors on each extra pretraining seed's tokenizer (pretrain/seeds/seed<k>), trained with
     seed k, against that tokenizer's own code table; out/<kind>/seed<k>.json names each. Test bits per
     token: predict/<kind>/seed<k>/..., predict/code_table/seed<k>/...."""
-    from vpe_lib.stages.pretrain_stage import loader_settings
-
     p, metrics = cfg.predict, {}
     for seed in cfg.pretrain.extra_seeds:
         weights = require(run_dir, "pretrain", f"seeds/seed{seed}/final.pt") / f"seeds/seed{seed}/final.pt"
@@ -380,8 +378,6 @@ def static_token_metrics(bits: dict[str, np.ndarray], test: dict, store: PushWor
     """Where do the models know more than the table? Bits per future token on the tokens whose patch has
     not moved since the condition (ground-truth flow) and on the others; and how often a static token
     keeps the condition's code (a vocabulary stationary in time would make this 1)."""
-    from vpe_lib.data.motion import true_moving_tokens
-
     moving = np.stack([true_moving_tokens(store.get("flow", int(v), slice(int(s), int(s) + clip_frames)), grid)
                        for v, s in zip(test["video"], test["start"])])
     static = ~np.logical_or.accumulate(moving, axis=1)[:, cf:]  # unmoved from the condition to that latent frame
@@ -508,8 +504,6 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
     """Under torchrun (`vpe stage predict`, vpe_lib.stages.runner) every rank trains its share of
     each batch and computes the same evaluations; rank 0 alone writes the stage's files."""
     from vpe_lib.data.seg_sources import parse_source
-    from vpe_lib.stages.pretrain_stage import loader_settings
-
     if parse_source(cfg.data.source)[0] != "pushworld":
         # Prediction reads PushWorld clips (ground-truth motion for the moving-pixel scores); real video
         # sources are not wired in yet. Said in the metrics, never silently.
