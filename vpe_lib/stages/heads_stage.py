@@ -500,11 +500,28 @@ def eta_kind(method: Method) -> str:
     return f"{method.mode}/{method.head}"
 
 
-def row_work(method: Method, pct: float, s: SegConfig) -> tuple[str, int]:
+def row_work(method: Method, pct: float, s: SegConfig, search: bool | None = None) -> tuple[str, int]:
     """(kind, updates) of one row of the grid: the learning-rate search on the first seed (at a
     budget that searches), then the other seeds at the chosen rate."""
-    tries = len(s.lr_grid) if searches_lr(s, pct) else 1
+    tries = len(s.lr_grid) if (searches_lr(s, pct) if search is None else search) else 1
     return eta_kind(method), s.steps_at(pct) * (tries + len(s.seeds) - 1)
+
+
+def grid_plan(methods: list[Method], ablations: list[Method], s: SegConfig) -> list[tuple[Method, float]]:
+    """The rows of the grid in the order they run: each method's rows at the budgets that search the learning
+    rate first (the others reuse its choice), then the ablations at the largest budget. The fine-tuned
+    prediction transformers (seg.finetune_predictors) run at the largest budget only: they stand beside the
+    seed paper's configuration, reported at full labels, and cost a fine-tuned transformer's update each
+    (with no searched budget of their own, they search the learning rate there)."""
+    largest = max(s.label_pcts)
+    order = sorted(s.label_pcts, key=lambda q: not searches_lr(s, q))
+
+    def budgets(m: Method) -> list[float]:
+        if m.mode == "finetuned" and m.encoder in PREDICTOR_ENCODERS:
+            return [largest]
+        return order
+
+    return [(m, pct) for m in methods for pct in budgets(m)] + [(m, largest) for m in ablations]
 
 
 def searches_lr(s: SegConfig, pct: float) -> bool:
@@ -540,9 +557,7 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     methods = main_methods(encoders, s.heads, s.modes, s.finetune_heads, s.head_encoders, s.finetune_predictors)
     largest = max(s.label_pcts)
     ablations = ablation_methods(cfg, study)
-    # a method's rows at the budgets that search the learning rate come first: the others reuse its choice
-    order = sorted(s.label_pcts, key=lambda q: not searches_lr(s, q))
-    plan = [(m, pct) for m in methods for pct in order] + [(m, largest) for m in ablations]
+    plan = grid_plan(methods, ablations, s)
     chosen: dict[str, float] = {}
 
     per_run: dict[str, dict[str, list[dict]]] = {}
@@ -551,7 +566,9 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     # the ETA weighs each row by its updates and the pace of its kind (a fine-tuned encoder's update
     # costs several frozen heads'), and counts the convergence check that follows the grid
     eta = WorkEta()
-    work = [row_work(m, pct, s) for m, pct in plan]
+    # a row searches the rate at a searched budget, or where its method has none (its first row)
+    first_rows = {m.name: i for i, (m, _) in reversed(list(enumerate(plan)))}
+    work = [row_work(m, pct, s, search=searches_lr(s, pct) or first_rows[m.name] == i) for i, (m, pct) in enumerate(plan)]
     check = convergence_work(s, methods)
     t0 = time.perf_counter()
     for i, (method, pct) in enumerate(plan):
