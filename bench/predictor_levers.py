@@ -22,27 +22,19 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from vpe_lib.config import get_config  # noqa: E402
 from vpe_lib.report import provenance  # noqa: E402
 from vpe_lib.stages.common import stage_device, write_json  # noqa: E402
 from vpe_lib.stages.predict_stage import (  # noqa: E402
-    LN2,
-    TablePrior,
     cached_tokens,
-    code_table,
-    code_table_bits,
-    copy_token_bits,
-    fit_copy_eps,
-    fit_table_eps,
+    fit_baselines,
     future_bits,
     learning_curve,
     run_folder,
     train_predictor,
     transformer_config,
-    unigram_log_probs,
 )
 from vpe_lib.stages.pretrain_stage import load_tokenizer  # noqa: E402
 
@@ -66,15 +58,10 @@ def main(argv: list[str] | None = None) -> dict:
     tokens, key = cached_tokens(cfg, run_dir, run_dir / "predict", tokenizer)  # the stage's own token cache
     K, cf = tokenizer.cfg.codebook_size, p.cond_frames
     tr, va = tokens["train"], tokens["val"]
-    unigram = unigram_log_probs(tr["codes"][:, cf:], K)
-    counts = code_table(tr["codes"][:, cf:], tr["cond"][:, 0], K)
-    eps = fit_table_eps(va["codes"][:, cf:], va["cond"][:, 0], counts, unigram)
-    prior = TablePrior(counts, unigram, eps)
-    fut, cond = va["codes"][:, cf:], va["cond"][:, 0]
-    baselines = {"unigram": float((-unigram[fut.astype(np.int64)] / LN2).mean()),
-                 "copy_tokens": float(copy_token_bits(fut, cond, unigram,
-                                                      fit_copy_eps(tr["codes"][:, cf:], tr["cond"][:, 0], unigram)).mean()),
-                 "code_table": float(code_table_bits(fut, cond, counts, unigram, eps).mean())}
+    _, prior, stage_metrics = fit_baselines(tokens, K, cf)  # the predict stage's own baselines and table
+    baselines = {name: stage_metrics[f"predict/{name}/val_bits_per_token"]
+                 for name in ("unigram", "copy_tokens", "code_table")}
+    fut = va["codes"][:, cf:]
     out = Path(args.out)
     result = json.loads(out.read_text()) if out.exists() else {}
     result.update({"what": "validation bits per future token of each predictor variant, with its curve",
