@@ -346,6 +346,21 @@ def fit_baselines(tokens: dict, K: int, cf: int) -> tuple[dict[str, np.ndarray],
     return bits, TablePrior(counts, unigram, eps_table), metrics
 
 
+def train_stage_predictor(cfg: RunConfig, kind: str, tcfg: TransformerConfig, tokens: dict, tokens_key: str,
+                          out: Path, prior: TablePrior, *, device, progress: bool, seed: int | None = None):
+    """One of the stage's predictors with the profile's recipe, in its keyed folder under out/<kind>/ ->
+    (TrainResult, folder). seed: another training seed (that of an extra tokenizer seed); None = the recipe's."""
+    p = cfg.predict
+    train_cfg = dataclasses.replace(p.train_config(kind), progress=progress,
+                                    **({} if seed is None else {"seed": seed}))
+    folder = run_folder(out / kind, tokens_key, tcfg, train_cfg, p.masking, p.mask_ratio)
+    desc = f"predictor [{kind}]" if seed is None else f"predictor [{kind}, tokenizer seed {seed}]"
+    result = train_predictor(kind, tcfg, tokens["train"], train_cfg, folder, mask_ratio=p.mask_ratio,
+                             masking=p.masking, eval_tokens=tokens["val"], desc=desc, device=device, prior=prior,
+                             **loader_settings(cfg))
+    return result, folder
+
+
 def train_seed_predictors(cfg: RunConfig, run_dir: Path, out: Path, tcfg: TransformerConfig, *,
                           device, progress: bool = True) -> dict[str, float]:
     """Both predictors on each extra pretraining seed's tokenizer (pretrain/seeds/seed<k>), trained with
@@ -359,12 +374,8 @@ def train_seed_predictors(cfg: RunConfig, run_dir: Path, out: Path, tcfg: Transf
         bits, prior, _ = fit_baselines(tokens, tokenizer.cfg.codebook_size, p.cond_frames)
         metrics[f"predict/code_table/seed{seed}/nll_bits_per_token"] = float(bits["code_table"].mean())
         for kind in p.models:
-            train_cfg = dataclasses.replace(p.train_config(kind), seed=seed, progress=progress)
-            folder = run_folder(out / kind, key, tcfg, train_cfg, p.masking, p.mask_ratio)
-            result = train_predictor(kind, tcfg, tokens["train"], train_cfg, folder, mask_ratio=p.mask_ratio,
-                                     masking=p.masking, eval_tokens=tokens["val"], prior=prior,
-                                     desc=f"predictor [{kind}, tokenizer seed {seed}]", device=device,
-                                     **loader_settings(cfg))
+            result, folder = train_stage_predictor(cfg, kind, tcfg, tokens, key, out, prior, device=device,
+                                                   progress=progress, seed=seed)
             if is_main_process():
                 write_json(out / kind / f"seed{seed}.json", {"folder": folder.name, "tokenizer": str(weights)})
             metrics[f"predict/{kind}/seed{seed}/nll_bits_per_token"] = float(future_bits(result.model, tokens["test"]).mean())
@@ -528,11 +539,8 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
     metrics["predict/copy_tokens/exact_share"] = float((test_future == tokens["test"]["cond"][:, :1]).mean())
     models = {}
     for kind in p.models:
-        train_cfg = dataclasses.replace(p.train_config(kind), progress=progress)
-        folder = run_folder(out / kind, tokens_key, tcfg, train_cfg, p.masking, p.mask_ratio)
-        result = train_predictor(kind, tcfg, tokens["train"], train_cfg, folder, mask_ratio=p.mask_ratio,
-                                 masking=p.masking, eval_tokens=tokens["val"], desc=f"predictor [{kind}]",
-                                 device=device, prior=prior, **loader_settings(cfg))
+        result, folder = train_stage_predictor(cfg, kind, tcfg, tokens, tokens_key, out, prior, device=device,
+                                               progress=progress)
         if is_main_process():
             write_json(out / kind / "latest.json", {"folder": folder.name})
         barrier()  # (torchrun) the masking study's ranks read latest.json
