@@ -4,7 +4,6 @@ and a downstream sentence about a model that failed its gate saying so."""
 from __future__ import annotations
 
 from vpe_lib.eval.pretext_gates import failed_clause, gate_metrics, gate_table_html, pretext_gates
-from vpe_lib.report import _fmt
 from vpe_lib.stages.results_stage import answers
 
 BASE = {
@@ -60,9 +59,9 @@ def test_a_failed_gate_is_said_in_the_same_sentence():
 
 
 def test_gate_table_shows_fail():
-    html = gate_table_html(BASE, _fmt)
+    html = gate_table_html(BASE)
     assert html.count("FAIL") == 3 and "pass" in html
-    assert "No pretraining gate" in gate_table_html({}, _fmt)
+    assert "No pretraining gate" in gate_table_html({})
 
 
 def test_seed_paper_rows_carry_the_gate_of_the_pretraining_behind_them():

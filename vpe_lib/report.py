@@ -376,7 +376,7 @@ th{{background:#f3f3f3}}.err{{color:#a00}}code{{background:#f3f3f3;padding:0 .2e
 against JPEG at the same bits per pixel, the predictors against the code table (condition code &rarr; future code at
 the same place, counted on training clips), their sampled futures against copying. A verdict below about a model
 that failed its gate says so in the same sentence.</p>
-{gate_table_html(m, _fmt)}
+{gate_table_html(m)}
 <h2>The answer, per label budget</h2><ul>{verdict}</ul>
 <h2>Headline</h2><table><tr><th>quantity</th><th>value</th></tr>{head_html}</table>
 {quant_html}

@@ -13,6 +13,7 @@ takes a verdict about a model that did not learn its own task for one about vide
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from typing import Any
@@ -108,14 +109,14 @@ def failed_clause(m: dict, encoder: str) -> str:
     return f"{what} at {len(failed)} of {len(rows)} seeds, by {worst:+.2f} {failed[0]['unit']}"
 
 
-def gate_table_html(m: dict, fmt) -> str:
+def gate_table_html(m: dict) -> str:
     """The 'did pretraining succeed?' table for the index and the results page."""
     rows = pretext_gates(m)
     if not rows:
         return "<p>No pretraining gate could be computed for this run.</p>"
 
     def cell(v):
-        return fmt(v, 2) if isinstance(v, float) else fmt(v)
+        return "—" if v is None else f"{v:.2f}" if isinstance(v, float) else html.escape(str(v))
 
     body = "".join(
         f"<tr><td>{r['model']}</td><td>{r['seed']}</td><td>{r['task']}</td><td>{cell(r['value'])}</td>"
