@@ -566,9 +566,11 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     # the ETA weighs each row by its updates and the pace of its kind (a fine-tuned encoder's update
     # costs several frozen heads'), and counts the convergence check that follows the grid
     eta = WorkEta()
-    # a row searches the rate at a searched budget, or where its method has none (its first row)
+    # a row searches the rate at a searched budget, or where its method has none (its first row); the
+    # others reuse the method's choice
     first_rows = {m.name: i for i, (m, _) in reversed(list(enumerate(plan)))}
-    work = [row_work(m, pct, s, search=searches_lr(s, pct) or first_rows[m.name] == i) for i, (m, pct) in enumerate(plan)]
+    searches = [searches_lr(s, pct) or first_rows[m.name] == i for i, (m, pct) in enumerate(plan)]
+    work = [row_work(m, pct, s, search=search) for (m, pct), search in zip(plan, searches)]
     check = convergence_work(s, methods)
     t0 = time.perf_counter()
     for i, (method, pct) in enumerate(plan):
@@ -578,7 +580,7 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
         log(f"[heads] {i + 1}/{len(plan)} {method.name} at {pct:g}% labels ({format_duration(elapsed)}{eta_text})")
         row_start = time.perf_counter()
         seed0 = s.seeds[0]
-        if searches_lr(s, pct) or method.name not in chosen:
+        if searches[i]:
             first = {lr: study.run(method, pct, 0, seed0, lr) for lr in s.lr_grid}
             lr = chosen[method.name] = choose_lr({lr: r["val_fg_iou"] for lr, r in first.items()})
             lr_search.setdefault(method.name, {})[pct_name(pct)] = {f"{k:g}": r["val_fg_iou"] for k, r in first.items()}
