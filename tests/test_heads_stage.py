@@ -90,16 +90,22 @@ def test_lr_search_at_chosen_budgets_only():
     assert all(searches_lr(s, q) for q in s.label_pcts) and row_work(unet, 1.0, s)[1] == 120 * 4
 
 
-def test_fine_tuned_predictors_run_at_the_largest_budget_only():
+def test_fine_tuned_predictors_run_at_every_budget_and_other_heads_where_asked():
     from vpe_lib.config import get_config
     from vpe_lib.stages.heads_stage import grid_plan
 
     s = get_config("study").seg
-    methods = main_methods(["tokenizer", "masked"], ["conv"], ["frozen", "finetuned"], finetune_predictors=True)
+    methods = main_methods(["tokenizer", "masked"], ["conv", "linear"], ["frozen", "finetuned"],
+                           finetune_heads=["conv"], head_encoders=["tokenizer"], finetune_predictors=True)
     plan = [(m.name, pct) for m, pct in grid_plan(methods, [], s)]
-    assert [p for n, p in plan if n == "masked/conv/finetuned"] == [100.0]
-    assert [p for n, p in plan if n == "tokenizer/conv/finetuned"] == [10.0, 1.0, 100.0]  # the searched budget first
+    assert [p for n, p in plan if n == "masked/conv/finetuned"] == [10.0, 1.0, 100.0]  # the searched budget first
+    assert [p for n, p in plan if n == "tokenizer/conv/finetuned"] == [10.0, 1.0, 100.0]
     assert [p for n, p in plan if n == "masked/conv/frozen"] == [10.0, 1.0, 100.0]
+    assert s.head_comparison_pcts == (10.0,)  # the study compares heads at one budget
+    assert [p for n, p in plan if n == "tokenizer/linear/frozen"] == [10.0]
+    s.head_comparison_pcts = ()
+    plan = [(m.name, pct) for m, pct in grid_plan(methods, [], s)]
+    assert [p for n, p in plan if n == "tokenizer/linear/frozen"] == [10.0, 1.0, 100.0]
 
 
 def test_a_fine_tuned_predictor_encoder_learns_end_to_end():
@@ -270,7 +276,7 @@ def test_heads_stage_at_smoke_scale(tmp_path):
             # ... and its own predictors, trained on that tokenizer (with both levers of the transformers)
             "predict.per_seed": True, "predict.table_prior": True, "predict.cond_input": True,
             "seg.lr_search_pcts": [100],  # the 50% rows reuse the rate chosen at 100%
-            "seg.finetune_predictors": True,  # the seed paper's configuration, at the largest budget only
+            "seg.finetune_predictors": True,  # the seed paper's configuration, at every budget
             "seg.convergence_steps": 9, "seg.convergence_seeds": 2}
     cfg, out = start_stage("smoke", tmp_path, "data", over)
     run_data_stage(cfg, out, progress=False)
@@ -308,8 +314,8 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     assert "seg/diff_vs_random/tokenizer/conv/frozen/no-stride1/labels50/mean" not in m  # ablations: largest only
     assert "seg/diff_vs_random/tokenizer/conv/frozen/no-stride1/labels100/mean" in m
     assert "seg/diff_vs_random/masked/conv/frozen/labels50/mean" in m  # each predictor against its random twin
-    assert "seg/fg_iou/masked/conv/finetuned/labels50" not in m  # fine-tuned predictors: the largest budget only
-    assert 0 <= m["seg/fg_iou/masked/conv/finetuned/labels100"] <= 1
+    for pct in ("labels50", "labels100"):  # fine-tuned predictors at every budget
+        assert 0 <= m[f"seg/fg_iou/masked/conv/finetuned/{pct}"] <= 1
     assert "seg/diff_vs_random/ar/conv/finetuned/labels100/mean" in m
     assert m["seg/fg_iou/all_background"] == 0.0 and "seg/fg_iou/frame_difference" in m
     assert m["seg/pretrain_seeds"] == 2
