@@ -90,7 +90,7 @@ def test_lr_search_at_chosen_budgets_only():
     assert all(searches_lr(s, q) for q in s.label_pcts) and row_work(unet, 1.0, s)[1] == 120 * 4
 
 
-def test_fine_tuned_predictors_run_at_every_budget_and_other_heads_where_asked():
+def test_fine_tuned_predictors_and_other_heads_run_at_the_budgets_asked():
     from vpe_lib.config import get_config
     from vpe_lib.stages.heads_stage import grid_plan
 
@@ -98,14 +98,16 @@ def test_fine_tuned_predictors_run_at_every_budget_and_other_heads_where_asked()
     methods = main_methods(["tokenizer", "masked"], ["conv", "linear"], ["frozen", "finetuned"],
                            finetune_heads=["conv"], head_encoders=["tokenizer"], finetune_predictors=True)
     plan = [(m.name, pct) for m, pct in grid_plan(methods, [], s)]
-    assert [p for n, p in plan if n == "masked/conv/finetuned"] == [10.0, 1.0, 100.0]  # the searched budget first
-    assert [p for n, p in plan if n == "tokenizer/conv/finetuned"] == [10.0, 1.0, 100.0]
+    assert s.finetune_predictor_pcts == (1.0,)  # the study fine-tunes the transformers at 1% only (their cost)
+    assert [p for n, p in plan if n == "masked/conv/finetuned"] == [1.0]
+    assert [p for n, p in plan if n == "tokenizer/conv/finetuned"] == [10.0, 1.0, 100.0]  # the searched budget first
     assert [p for n, p in plan if n == "masked/conv/frozen"] == [10.0, 1.0, 100.0]
     assert s.head_comparison_pcts == (10.0,)  # the study compares heads at one budget
     assert [p for n, p in plan if n == "tokenizer/linear/frozen"] == [10.0]
-    s.head_comparison_pcts = ()
+    s.head_comparison_pcts = s.finetune_predictor_pcts = ()  # empty: every budget
     plan = [(m.name, pct) for m, pct in grid_plan(methods, [], s)]
     assert [p for n, p in plan if n == "tokenizer/linear/frozen"] == [10.0, 1.0, 100.0]
+    assert [p for n, p in plan if n == "masked/conv/finetuned"] == [10.0, 1.0, 100.0]
 
 
 def test_a_fine_tuned_predictor_encoder_learns_end_to_end():

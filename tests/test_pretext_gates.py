@@ -77,3 +77,15 @@ def test_seed_paper_rows_carry_the_gate_of_the_pretraining_behind_them():
     assert rows["masked/conv/finetuned"]["labels"] == "100%" and rows["masked/conv/finetuned"]["fg_iou"] == 0.70
     assert "did not beat the code table" in rows["masked/conv/finetuned"]["pretext"]
     assert rows["ar/conv/finetuned"]["pretext"] == "passed its gate" and rows["unet"]["pretext"] == "—"
+
+
+def test_seed_paper_rows_stand_at_the_budget_the_fine_tuned_transformers_ran_at():
+    from vpe_lib.stages.results_stage import seed_paper_rows
+
+    m = {**BASE}
+    m["seg/fg_iou/masked/conv/finetuned/labels1"] = 0.40  # the study fine-tunes the transformers at 1% only
+    for name in ("unet", "tokenizer/conv/finetuned"):
+        m[f"seg/fg_iou/{name}/labels1"], m[f"seg/fg_iou/{name}/labels100"] = 0.30, 0.70
+    rows = {r["method"]: r for r in seed_paper_rows(m)}
+    assert {r["labels"] for r in rows.values()} == {"1%"}  # like for like, not the UNet at 100%
+    assert rows["unet"]["fg_iou"] == 0.30 and rows["masked/conv/finetuned"]["fg_iou"] == 0.40

@@ -132,6 +132,9 @@ class SegConfig:
     modes: tuple[str, ...] = ("frozen", "finetuned")
     finetune_heads: tuple[str, ...] = ()  # heads that also run fine-tuned (empty = all of `heads`)
     finetune_predictors: bool = False  # the prediction transformers fine-tuned too (the seed paper's best setup)
+    # label budgets at which the fine-tuned prediction transformers run (empty: every budget). An update of
+    # one costs 3.7-5x a fine-tuned tokenizer's on a CPU (measured: 0.73 s AR, 1.0 s masked, 0.20 s tokenizer)
+    finetune_predictor_pcts: tuple[float, ...] = ()
     # label budgets (of label_pcts) at which each method searches lr_grid on validation; the other budgets
     # reuse the rate it chose there (empty: search at every budget)
     lr_search_pcts: tuple[float, ...] = ()
@@ -185,7 +188,7 @@ class SegConfig:
         if not self.lr_grid or any(not lr > 0 for lr in self.lr_grid):
             raise ValueError(f"seg.lr_grid must hold positive rates, got {self.lr_grid}")
         self.budget_steps = tuple(int(n) for n in self.budget_steps)
-        for name in ("lr_search_pcts", "head_comparison_pcts"):
+        for name in ("lr_search_pcts", "head_comparison_pcts", "finetune_predictor_pcts"):
             pcts = tuple(float(q) for q in getattr(self, name))
             setattr(self, name, pcts)
             if any(all(abs(q - p) > 1e-9 for p in self.label_pcts) for q in pcts):
@@ -630,12 +633,13 @@ def _gpu() -> RunConfig:
 
 
 def _study() -> RunConfig:
-    """The cpu profile's data and tokenizer recipe with the study's grid (about two hours on 2 idle
-    cores, of which the heads stage ~70 minutes, measured, plus ~16 minutes estimated for the
-    convergence check; over the 90-minute budget, see the README; resumable stage by stage and run by run):
-    three pretrained tokenizers, both predictors, raw pixels, three heads, frozen and fine-tuned,
-    1 / 10 / 100% labels, the level probes and the no-stride-1 ablation, the convergence check at
-    100% labels, a masking study with three seeds, and the VQ / LFQ / FSQ comparison."""
+    """The cpu profile's data and tokenizer recipe, pretraining that varies with the seed, and the study's
+    grid; resumable stage by stage and run by run. Pretraining: three tokenizers (and the VQ / LFQ / FSQ
+    comparison), a masked and an AR transformer on each, the masking study (four strategies, two budgets,
+    three seeds). Heads: seven encoders with the conv head, frozen and fine-tuned (the prediction
+    transformers fine-tuned at 1% labels only), the linear and SegFormer heads at 10%, 1 / 10 / 100%
+    labels, three seeds, and the convergence check at 100%. The budget (150 minutes, half of them in
+    pretraining) and what it measured are in the README."""
     cfg = _cpu()
     cfg.profile = "study"
     cfg.pretrain.compare_quantizers = ("vq", "lfq", "fsq")
@@ -652,10 +656,16 @@ def _study() -> RunConfig:
     # is one question, and the 1% and 100% rows of the two extra heads were ~8 of the grid's minutes
     seg.head_comparison_pcts = (10.0,)
     seg.modes = ("frozen", "finetuned")
-    seg.level_probes = seg.without_pixel_levels = True
+    # the level probes and the no-stride-1 ablation (where in the encoder is the signal?) ran in the earlier
+    # study; ~4 minutes that now go to pretraining (the profiles' defaults still run them)
+    seg.level_probes = seg.without_pixel_levels = False
     seg.finetune_heads = ("conv",)  # the seed study's best; fine-tuning every head would double the time
-    # ... and the seed paper's best configuration: the transformer-informed latent fine-tuned with the conv head
+    # ... and the seed paper's best configuration: the transformer-informed latent fine-tuned with the conv head,
+    # at 1% labels only: an update costs 3.7-5x a fine-tuned tokenizer's (0.73-1.0 s against 0.20 s on 2 idle
+    # cores at 127 GFLOP/s), so the four rows at every budget (11,040 updates with the seeds and the rate
+    # search) would take ~2.6 hours alone; at 1%, where pretraining should matter most, ~30 minutes
     seg.finetune_predictors = True
+    seg.finetune_predictor_pcts = (1.0,)
     # the learning rate searched at 10% labels only (every method the same search; ~18% fewer updates)
     seg.lr_search_pcts = (10.0,)
     seg.label_pcts = (1.0, 10.0, 100.0)
@@ -667,9 +677,9 @@ def _study() -> RunConfig:
     seg.budget_steps = (120, 240, 480)
     # ... but 480 is not convergence at 100% (bench/seg_convergence.py, seed 0): the UNet trained for 1920
     # updates plateaus at ~0.77 validation fg IoU from ~750 on, against 0.675 with the 480-update schedule.
-    # The grid at 1920 would cost ~4x its largest budget; the convergence check trains the UNet and the
-    # fine-tuned tokenizer pair that long on the first seed (~16 minutes on the budget's host)
-    seg.convergence_steps = 1920
+    # The grid at that length would cost ~2-4x its largest budget; the convergence check trains the UNet and
+    # the fine-tuned tokenizer pair for 960 updates (past the UNet's plateau) on the first seed (~8 minutes)
+    seg.convergence_steps = 960
     # Seeds vary all pretraining: each of the three tokenizers gets its own masked and AR transformers,
     # and the heads of seed k read seed k's models
     cfg.predict.per_seed = True

@@ -510,14 +510,20 @@ def row_work(method: Method, pct: float, s: SegConfig, search: bool | None = Non
 def grid_plan(methods: list[Method], ablations: list[Method], s: SegConfig) -> list[tuple[Method, float]]:
     """The rows of the grid in the order they run: each method's rows at the budgets that search the learning
     rate first (the others reuse its choice), then the ablations at the largest budget. The heads other than
-    the main one (heads[0]) run only at seg.head_comparison_pcts, when it is set; such a method with no
-    searched budget among them searches the learning rate at its first row."""
+    the main one (heads[0]) run only at seg.head_comparison_pcts, and the fine-tuned prediction transformers
+    only at seg.finetune_predictor_pcts, when they are set; such a method with no searched budget among
+    them searches the learning rate at its first row."""
     largest = max(s.label_pcts)
     order = sorted(s.label_pcts, key=lambda q: not searches_lr(s, q))
 
+    def among(pcts: tuple[float, ...]) -> list[float]:
+        return [q for q in order if any(abs(q - c) < 1e-9 for c in pcts)]
+
     def budgets(m: Method) -> list[float]:
+        if m.encoder in PREDICTOR_ENCODERS and m.mode == "finetuned" and s.finetune_predictor_pcts:
+            return among(s.finetune_predictor_pcts)
         if m.encoder != "unet" and m.head != s.heads[0] and s.head_comparison_pcts:
-            return [q for q in order if any(abs(q - c) < 1e-9 for c in s.head_comparison_pcts)]
+            return among(s.head_comparison_pcts)
         return order
 
     return [(m, pct) for m in methods for pct in budgets(m)] + [(m, largest) for m in ablations]

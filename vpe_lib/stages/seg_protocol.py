@@ -163,7 +163,7 @@ def run_key(*parts: Any) -> str:
 
 # SegConfig fields that select extra runs without changing any run's recipe
 NOT_RUN_IDENTITY = ("convergence_steps", "convergence_methods", "convergence_seeds", "finetune_predictors",
-                    "lr_search_pcts", "head_comparison_pcts")
+                    "lr_search_pcts", "head_comparison_pcts", "finetune_predictor_pcts")
 
 
 def seg_identity(s) -> dict[str, Any]:
