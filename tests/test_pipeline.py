@@ -50,6 +50,10 @@ def test_smoke_report_end_to_end(tmp_path):
     assert "No convergence check" not in (out / "05_heads.html").read_text()  # the smoke profile runs it
     for stage in ("data", "pretrain", "predict", "latents", "heads", "results"):
         assert (run_dir / stage / "config.json").exists() and (run_dir / stage / "metrics.json").exists()
+    # the fields each stage was seen reading are in its cache key: the latent stage's seeds and still-image
+    # settings, which its declared section (analysis) does not cover
+    reads = json.loads((run_dir / "latents" / "stage_key.json").read_text())["reads"]
+    assert {"seg.seeds", "seg.still"} <= set(reads), reads
     assert summary["metrics"] == m
 
 

@@ -26,6 +26,11 @@ def fake_notebooks(monkeypatch):
         if os.environ.get("FAIL_STAGE") == nb.stem:
             raise report.ReportError(f"notebook {nb.name} failed in cell 1")
         progress.note(f"hello from {nb.stem}")
+        if nb.stem == "04_latent_analysis":  # as the real one does: it reads the study's seeds
+            from vpe_lib.stages.common import start_stage
+
+            cfg, _ = start_stage(parameters["profile"], parameters["run_dir"], "latents", parameters["overrides"])
+            assert cfg.seg.seeds
         shutil.copy(nb, executed)
         ran.append(nb.stem)
 
@@ -65,6 +70,22 @@ def test_unchanged_rerun_skips_every_stage_and_a_changed_head_parameter_reruns_h
     # the analysis section: only the latents stage and the results
     build(tmp_path, overrides={"seg.lr_grid": [1e-3], "pretrain.train.steps": 7, "analysis.n_points": 77})
     assert fake_notebooks == ["04_latent_analysis", "06_results"]
+
+
+def test_a_field_a_stage_was_seen_reading_reruns_it_when_it_changes(tmp_path, fake_notebooks):
+    """The stale cache the hand-kept table had: the latent stage reads seg.seeds but declares only
+    the analysis section, so new seeds re-ran the heads and kept serving the old latent page."""
+    lines = []
+    build(tmp_path)
+    stamp = json.loads((tmp_path / "run" / "latents" / "stage_key.json").read_text())
+    assert stamp["reads"] == ["seg.seeds"]  # recorded from the run, outside its declared section
+    fake_notebooks.clear()
+    build(tmp_path, lines, overrides={"seg.seeds": [0, 7]})
+    assert fake_notebooks == ["04_latent_analysis", "05_heads", "06_results"]
+    assert any("04_latent_analysis: running (changed: config seg.seeds)" in line for line in lines)
+    fake_notebooks.clear()
+    build(tmp_path, overrides={"seg.seeds": [0, 7], "seg.lr_grid": [1e-3]})  # a field it does not read
+    assert fake_notebooks == ["05_heads", "06_results"]
 
 
 def test_force_reruns_one_stage_and_names_are_checked(tmp_path, fake_notebooks):

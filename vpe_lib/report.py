@@ -28,8 +28,8 @@ from vpe_lib.eval.pretext_gates import gate_table_html
 from vpe_lib.hover_umap import PLOTLY_JS, write_plotly_js
 from vpe_lib.progress import forward_progress
 from vpe_lib.train.device import resolve_device
-from vpe_lib.stage_cache import clear_stamp, read_stamp, resolve_stage_names, stage_keys, stage_of_notebook, \
-    why_stale, write_stamp
+from vpe_lib.stage_cache import UPSTREAM, clear_stamp, code_version, read_stamp, recorded_reads, \
+    resolve_stage_names, stage_key, stage_of_notebook, why_stale, write_stamp
 from vpe_lib.stages.results_stage import (answers, collect_metrics, convergence_notes, seg_prefix, segmentation_rows,
                                           study_rows)
 
@@ -161,7 +161,13 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     all_notebooks = notebooks()
-    keys = stage_keys(cfg, {stage_of_notebook(nb.stem): nb for nb in all_notebooks})
+    code = code_version()
+    # each stage's key, once known in pipeline order: from its last run's recorded reads, or (a stage
+    # that runs now) from the reads of this run, so the stages after it key on what it really read
+    keys: dict[str, dict[str, Any]] = {}
+
+    def key_of(stage: str, nb: Path, reads: list[str]) -> dict[str, Any]:
+        return stage_key(cfg, stage, nb, {u: keys[u]["key"] for u in UPSTREAM[stage] if u in keys}, code, reads)
     started = dt.datetime.now(dt.timezone.utc)
     # The commit and tree state of the code that runs, taken now: edits made while the report
     # runs (it takes minutes) must not mark it dirty, nor a commit made meanwhile claim it.
@@ -178,6 +184,8 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
     for nb in all_notebooks:
         stage = stage_of_notebook(nb.stem)
         executed = run_dir / "notebooks" / nb.name
+        stamp = read_stamp(run_dir, stage)
+        keys[stage] = key_of(stage, nb, stamp.get("reads", []) if stamp else [])
         if only and nb.stem not in only:
             if executed.exists():  # not run now, but the run has it: the index links every page there is
                 _render_html(executed, out_dir / f"{nb.stem}.html")
@@ -188,7 +196,6 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
                     computed_wall[nb.stem] = stamp["wall_s"]
             continue
         start = time.perf_counter()
-        stamp = read_stamp(run_dir, stage)
         reason = why_stale(stamp, keys[stage])
         if stage not in forced and reason == "unchanged" and executed.exists():
             log(f"[vpe report] {nb.stem}: unchanged since it last ran (in {stamp.get('wall_s', float('nan')):.0f} s); "
@@ -208,6 +215,7 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
                 error = err
             computed_wall[nb.stem] = time.perf_counter() - start
             if not error:
+                keys[stage] = key_of(stage, nb, recorded_reads(run_dir, stage))
                 write_stamp(run_dir, stage, keys[stage], computed_wall[nb.stem])
         if executed.exists():
             _render_html(executed, out_dir / f"{nb.stem}.html")

@@ -1,7 +1,9 @@
 """When may `vpe report` skip a stage? When nothing that determines its result has changed.
 
 A stage's key is a digest of:
-- the config it reads (its sections of the resolved config, plus the top-level fields);
+- the config it reads: the sections it declares (STAGE_INPUTS, a floor), the top-level fields, and
+  every field it was seen reading the last time it ran (vpe_lib.config_reads records them as the
+  notebook runs, so a field a stage starts reading re-runs it when it changes, with no table to update);
 - the keys of the stages it reads from (so a changed tokenizer re-runs everything after it);
 - its notebook and the code version (the source files of vpe_lib but the orchestration).
 
@@ -22,9 +24,11 @@ from typing import Any
 
 from vpe_lib.atomic import atomic_write_text
 from vpe_lib.config import ConfigError, RunConfig
+from vpe_lib.config_reads import read_reads, value_at
 from vpe_lib.stages.common import STAGES
 
-# what each stage reads of the config: sections, or "section.field" for a single field
+# what each stage declares it reads of the config: sections, or "section.field" for a single field. A floor:
+# the fields it is seen reading (READS_FILE, recorded by start_stage) are added to its key
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "data": ("data",),
     "pretrain": ("pretrain",),
@@ -43,6 +47,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "results": ("data", "pretrain", "predict", "latents", "heads"),
 }
 STAMP = "stage_key.json"
+READS_FILE = "config_reads.json"  # the fields a stage read, written as its notebook runs
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
@@ -86,30 +91,51 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stage_inputs(cfg: RunConfig, stage: str) -> dict[str, Any]:
-    """The part of the resolved config a stage reads (plus the top-level fields, e.g. the profile)."""
+def stage_inputs(cfg: RunConfig, stage: str, reads: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """The part of the resolved config a stage reads: the top-level fields, its declared sections, and
+    the fields it was seen reading (`reads`, dotted names)."""
     full = asdict(cfg)
     out = {k: v for k, v in full.items() if not isinstance(v, dict)}
-    for item in STAGE_INPUTS[stage]:
-        section, _, field = item.partition(".")
-        out[item] = full[section][field] if field else full[section]
+    for item in (*STAGE_INPUTS[stage], *reads):
+        out[item] = value_at(full, item)
     return out
 
 
-def stage_keys(cfg: RunConfig, notebooks: dict[str, Path], code: str | None = None) -> dict[str, dict[str, Any]]:
-    """For each stage: {"key", "config", "upstream", "notebook", "code"} (the key digests the rest)."""
+def _covered(path: str, declared: tuple[str, ...]) -> bool:
+    return any(path == d or path.startswith(d + ".") for d in declared)
+
+
+def stage_key(cfg: RunConfig, stage: str, notebook: Path | None, upstream: dict[str, str], code: str,
+              reads: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """One stage's {"key", "config", "reads", "upstream", "notebook", "code"} (the key digests the rest;
+    "reads" lists the recorded fields outside the declared sections)."""
+    extra = sorted(r for r in set(reads) if not _covered(r, STAGE_INPUTS[stage]))
+    inputs = stage_inputs(cfg, stage, extra)
+    parts = {
+        "config": _digest(inputs),
+        "inputs": {name: _digest(value) for name, value in inputs.items()},  # to name what changed
+        "reads": extra,
+        "upstream": upstream,
+        "notebook": hashlib.sha256(notebook.read_bytes()).hexdigest()[:16] if notebook and notebook.exists() else None,
+        "code": code,
+    }
+    return {"key": _digest(parts), **parts}
+
+
+def stage_keys(cfg: RunConfig, notebooks: dict[str, Path], code: str | None = None,
+               reads: dict[str, list[str]] | None = None) -> dict[str, dict[str, Any]]:
+    """stage_key of every stage in pipeline order, each with the recorded `reads` of that stage."""
     code = code or code_version()
     keys: dict[str, dict[str, Any]] = {}
     for stage in STAGES:  # in pipeline order: upstream keys exist when needed
-        nb = notebooks.get(stage)
-        parts = {
-            "config": _digest(stage_inputs(cfg, stage)),
-            "upstream": {u: keys[u]["key"] for u in UPSTREAM[stage]},
-            "notebook": hashlib.sha256(nb.read_bytes()).hexdigest()[:16] if nb and nb.exists() else None,
-            "code": code,
-        }
-        keys[stage] = {"key": _digest(parts), **parts}
+        keys[stage] = stage_key(cfg, stage, notebooks.get(stage), {u: keys[u]["key"] for u in UPSTREAM[stage]},
+                                code, (reads or {}).get(stage, ()))
     return keys
+
+
+def recorded_reads(run_dir: Path, stage: str) -> list[str]:
+    """The fields the stage's last run was seen reading (vpe_lib.config_reads)."""
+    return read_reads(Path(run_dir) / stage / READS_FILE)
 
 
 def read_stamp(run_dir: Path, stage: str) -> dict[str, Any] | None:
@@ -127,11 +153,13 @@ def write_stamp(run_dir: Path, stage: str, key: dict[str, Any], wall_s: float) -
 
 
 def clear_stamp(run_dir: Path, stage: str) -> None:
+    """Before a stage runs: its key record and the reads of its last run both go."""
     (Path(run_dir) / stage / STAMP).unlink(missing_ok=True)
+    (Path(run_dir) / stage / READS_FILE).unlink(missing_ok=True)
 
 
 def why_stale(stamp: dict[str, Any] | None, key: dict[str, Any]) -> str:
-    """In words: why a stage runs (for the terminal)."""
+    """In words: why a stage runs (for the terminal), naming the config sections and fields that changed."""
     if stamp is None:
         return "not computed yet"
     changed = [name for name in ("config", "upstream", "notebook", "code") if stamp.get(name) != key[name]]
@@ -140,4 +168,9 @@ def why_stale(stamp: dict[str, Any] | None, key: dict[str, Any]) -> str:
     if "upstream" in changed:
         ups = [u for u, k in key["upstream"].items() if stamp.get("upstream", {}).get(u) != k]
         changed[changed.index("upstream")] = "inputs from " + ", ".join(ups)
+    if "config" in changed and isinstance(stamp.get("inputs"), dict):
+        now, then = key.get("inputs", {}), stamp["inputs"]
+        names = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+        if names:
+            changed[changed.index("config")] = "config " + ", ".join(names[:6]) + (" ..." if len(names) > 6 else "")
     return "changed: " + ", ".join(changed)

@@ -13,6 +13,7 @@ import torch
 
 from vpe_lib.atomic import atomic_write_text
 from vpe_lib.config import RunConfig, get_config, save_config
+from vpe_lib.config_reads import record_reads
 from vpe_lib.train.device import enable_tf32, resolve_device
 
 # stage name -> the notebook that writes it (named in errors so the user knows what to run)
@@ -53,11 +54,14 @@ def require(run_dir: str | Path, stage: str, *files: str) -> Path:
 def start_stage(profile: str, run_dir: str | Path, stage: str, overrides: dict[str, Any] | None = None
                 ) -> tuple[RunConfig, Path]:
     """Resolve the config, create the stage folder and save the resolved config there. A run.device
-    this machine does not have fails here, before anything is written."""
+    this machine does not have fails here, before anything is written. From here on, the fields of
+    `cfg` the stage reads are recorded in <stage>/config_reads.json (vpe_lib.config_reads), which
+    `vpe report` adds to the stage's cache key."""
     cfg = get_config(profile, overrides)
     resolve_device(cfg.run.device)
     out = stage_dir(run_dir, stage)
     save_config(cfg, out / "config.json")
+    record_reads(cfg, out / "config_reads.json")  # the name stage_cache.READS_FILE reads back
     return cfg, out
 
 
