@@ -18,7 +18,10 @@ def test_notebook_is_clean_and_parameterised(path):
     assert len(tagged) == 1, f"{path.name}: {len(tagged)} parameters cells"
 
 
-def test_the_explorer_notebook_is_not_a_report_page():
+def test_the_explorer_notebooks_are_not_report_pages():
     from vpe_lib.report import notebooks
 
-    assert "explore_latents" not in [p.stem for p in notebooks()] and len(NOTEBOOKS) == len(notebooks()) + 1
+    stems = [p.stem for p in notebooks()]
+    explorers = [p for p in NOTEBOOKS if p.stem.startswith("explore_")]
+    assert {p.stem for p in explorers} == {"explore_latents", "explore_predictions"}
+    assert not set(stems) & {p.stem for p in explorers} and len(NOTEBOOKS) == len(stems) + len(explorers)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +152,21 @@ def random_mask(batch: int, grid, ratios: Tensor, generator: torch.Generator | N
 
 
 # ---------------------------------------------------------------------------- layers
+
+
+@dataclass(frozen=True)
+class DecodeStep:
+    """One MaskGIT iteration (MaskedVideoTransformer.decode_steps), tensors b t h w over the whole grid:
+    `codes` the tokens kept so far (mask id where still masked, the condition in its frames), `guess` this
+    step's sample at every position, `committed` the future positions fixed so far, `confidence` the
+    log-probability of each position's guess."""
+
+    step: int
+    of: int
+    codes: Tensor
+    guess: Tensor
+    committed: Tensor
+    confidence: Tensor
 
 
 class LayerCache:
@@ -431,7 +447,18 @@ class MaskedVideoTransformer(_VideoTransformer):
         floor(n_future * schedule((s + 1) / steps)) masked; confidence = log p(sample) + Gumbel
         noise annealed by (1 - (s + 1) / steps) * temperature (MaskGIT's "choice temperature").
         Fixed tokens are never resampled; after the last step nothing is masked.
-        temperature = 0 is greedy (argmax, no noise). Dropout follows the module's mode."""
+        temperature = 0 is greedy (argmax, no noise). Dropout follows the module's mode.
+        `decode_steps` yields the same decoding step by step."""
+        for step in self.decode_steps(cond_codes, steps=steps, temperature=temperature, schedule=schedule,
+                                      generator=generator):
+            pass
+        return step.codes
+
+    @torch.no_grad()
+    def decode_steps(self, cond_codes: Tensor, *, steps: int = 12, temperature: float = 1.0, schedule: str = "cosine",
+                     generator: torch.Generator | None = None) -> Iterator[DecodeStep]:
+        """`generate`, one DecodeStep per MaskGIT iteration (the same draws: the last step's codes are
+        what `generate` returns), for watching a future being decoded."""
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
         if not isinstance(steps, int) or steps < 1:
@@ -439,13 +466,14 @@ class MaskedVideoTransformer(_VideoTransformer):
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
         t, h, w = self.cfg.grid
+        grid = "b (t h w) -> b t h w"
         inputs, segment = self._cond_inputs(cond_codes)
         inputs = rearrange(inputs, "b t h w -> b (t h w)")
         unknown = inputs == self.mask_id  # b n, True = still masked
         n_future = self.cfg.n_future
         for s in range(steps):
             progress = (s + 1) / steps
-            logits = self.logits(rearrange(inputs, "b (t h w) -> b t h w", t=t, h=h, w=w), segment, cond_codes)
+            logits = self.logits(rearrange(inputs, grid, t=t, h=h, w=w), segment, cond_codes)
             logp = rearrange(logits, "b t h w k -> b (t h w) k").float().log_softmax(-1)
             if temperature > 0:
                 logp = (logp / temperature).log_softmax(-1)
@@ -455,18 +483,24 @@ class MaskedVideoTransformer(_VideoTransformer):
             sampled = torch.where(unknown, sampled, inputs)  # never resample a fixed token
             ratio = math.cos(math.pi / 2 * progress) if schedule == "cosine" else 1.0 - progress
             n_masked = min(math.floor(n_future * ratio), int(unknown.sum(1).min()))
+            confidence = logp.gather(-1, sampled[..., None])[..., 0]
             if n_masked == 0:
                 inputs, unknown = sampled, torch.zeros_like(unknown)
-                continue
-            confidence = logp.gather(-1, sampled[..., None])[..., 0]
-            if temperature > 0:
-                confidence = confidence + (1 - progress) * temperature * _gumbel(confidence.shape, generator,
-                                                                                 confidence.device)
-            confidence = confidence.masked_fill(~unknown, math.inf)  # fixed / condition: never re-masked
-            remask = torch.zeros_like(unknown).scatter_(1, confidence.argsort(1)[:, :n_masked], True)
-            inputs = torch.where(remask, torch.full_like(sampled, self.mask_id), sampled)
-            unknown = remask
-        return rearrange(inputs, "b (t h w) -> b t h w", t=t, h=h, w=w)
+            else:
+                noisy = confidence
+                if temperature > 0:
+                    noisy = confidence + (1 - progress) * temperature * _gumbel(confidence.shape, generator,
+                                                                                confidence.device)
+                noisy = noisy.masked_fill(~unknown, math.inf)  # fixed / condition: never re-masked
+                remask = torch.zeros_like(unknown).scatter_(1, noisy.argsort(1)[:, :n_masked], True)
+                inputs = torch.where(remask, torch.full_like(sampled, self.mask_id), sampled)
+                unknown = remask
+            yield DecodeStep(step=s + 1, of=steps,
+                             codes=rearrange(inputs, grid, t=t, h=h, w=w),
+                             guess=rearrange(sampled, grid, t=t, h=h, w=w),
+                             committed=rearrange(~unknown, grid, t=t, h=h, w=w) & ~self.is_cond,
+                             confidence=rearrange(confidence, grid, t=t, h=h, w=w))
+
 
     def _condition_states(self, cond_codes: Tensor, keep: set[int]) -> list[Tensor]:
         # the whole grid, the future masked, as in `future_log_probs`
@@ -604,6 +638,7 @@ __all__ = [
     "PREDICTORS",
     "ARVideoTransformer",
     "Block",
+    "DecodeStep",
     "LayerCache",
     "MaskedVideoTransformer",
     "TransformerConfig",
