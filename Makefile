@@ -108,6 +108,8 @@ bench-convergence: $(STAMP)
 # The explorers notebook in a real JupyterLab in headless Chromium: run all, move a slider, screenshot
 check-lab: $(STAMP)
 	$(BIN)/python -m vpe_lib.lab_check --screenshot bench/results/lab_check.png --json bench/results/lab_check.json
+	$(BIN)/python -m vpe_lib.lab_check --notebook notebooks/explore_predictions.ipynb \
+		--screenshot bench/results/lab_check_predictions.png --json bench/results/lab_check_predictions.json
 
 # A causal tokenizer, a still image repeated to a clip vs encoded alone, paired by seed (~25 min, cpu)
 still-input: $(STAMP)

@@ -12,8 +12,8 @@ import torch  # noqa: E402
 
 from vpe_lib.config import get_config  # noqa: E402
 from vpe_lib.data.store import PushWorldStore, build_dataset  # noqa: E402
-from vpe_lib.explorers import (LatentData, LatentExplorer, UmapExplorer, class_counts, patch_at,  # noqa: E402
-                               points_in_box)
+from vpe_lib.explorers import (LatentData, LatentExplorer, UmapExplorer, class_colour, class_counts,  # noqa: E402
+                               embedding_pair_figure, patch_at, points_in_box, selection_summary)
 from vpe_lib.models.tokenizer import VQVAE3D  # noqa: E402
 
 
@@ -90,3 +90,32 @@ def test_umap_explorer_selects_points_and_checks_shapes():
     plt.close("all")
     with pytest.raises(ValueError, match="one row per point"):
         UmapExplorer(emb, patches[:3], labels)
+
+
+def test_embedding_points_are_coloured_by_their_class_with_a_legend():
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(60, 2))
+    labels = np.repeat([0, 1, 3], 20)
+    names = ["background", "arm", "disc", "box"]
+    fig = UmapExplorer(emb, rng.integers(0, 255, size=(60, 4, 4, 3), dtype=np.uint8), labels, names).render()
+    ax = fig.axes[0]
+    scatters = [c for c in ax.collections if len(c.get_offsets())]
+    assert len(scatters) == 3  # one per class present
+    for c, col in zip((0, 1, 3), scatters):
+        assert np.allclose(col.get_facecolor()[0][:3], class_colour(c))  # the colour follows the label
+        assert np.array_equal(np.asarray(col.get_offsets()), emb[labels == c])
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["background (20)", "arm (20)", "box (20)"]
+    assert len({tuple(class_colour(c)) for c in range(4)}) == 4
+    plt.close("all")
+    pair = embedding_pair_figure({"pretrained": emb, "random": emb[::-1]}, {"pretrained": labels, "random": labels[::-1]},
+                                 names)
+    assert [a.get_title() for a in pair.axes] == ["pretrained", "random"]
+    plt.close("all")
+
+
+def test_the_selection_summary_wraps_instead_of_clipping():
+    counts = {f"class{i}": 10 + i for i in range(12)}
+    text = selection_summary(sum(counts.values()), counts, width=40)
+    assert all(len(line) <= 40 for line in text.splitlines()) and len(text.splitlines()) > 2
+    assert "class11 21" in text.replace("\n", " ")

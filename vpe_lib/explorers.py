@@ -257,6 +257,48 @@ class LatentExplorer:
         return w.VBox([w.HBox(list(sliders.values())[:3]), w.HBox(list(sliders.values())[3:]), out])
 
 
+def class_colour(c: int) -> np.ndarray:
+    """The colour of class c in every embedding figure (RGB in 0..1): the segmentation palette, but the
+    background (class 0) a light grey, so the rarer classes drawn over it stand out."""
+    if c == 0:
+        return np.array([0.78, 0.78, 0.78])
+    return plots.colourise(np.array([[c]]))[0, 0] / 255.0
+
+
+def draw_embedding(ax, embedding: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> None:
+    """Points coloured by class, with a legend: the background first, small, the other classes over it,
+    larger (a token of the arm or an object is what the reader looks for)."""
+    labels = np.asarray(labels)
+    for c, name in enumerate(class_names):
+        pts = embedding[labels == c]
+        if len(pts):
+            ax.scatter(pts[:, 0], pts[:, 1], s=4 if c == 0 else 10, color=class_colour(c), label=f"{name} ({len(pts)})",
+                       alpha=0.5 if c == 0 else 0.85, linewidths=0, zorder=1 if c == 0 else 2)
+    ax.legend(fontsize=6, markerscale=2, loc="best", framealpha=0.8)
+    ax.set_xticks([]), ax.set_yticks([])
+
+
+def selection_summary(n: int, counts: dict[str, int], width: int = 70) -> str:
+    """'275 tokens selected: background 237, arm 32, ...', wrapped to lines of `width` characters (a long
+    list of classes is never clipped at the figure's edge)."""
+    import textwrap
+
+    listed = ", ".join(f"{name} {c}" for name, c in counts.items() if c)
+    return "\n".join(textwrap.wrap(f"{n} tokens selected: {listed or 'none'}", width))
+
+
+def embedding_pair_figure(embeddings: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                          class_names: Sequence[str] = CLASS_NAMES):
+    """Embeddings side by side (e.g. the pretrained tokenizer's and its random-weight twin's tokens),
+    each coloured by class with the same colours."""
+    fig, axes = plt.subplots(1, len(embeddings), figsize=(5.2 * len(embeddings), 4.6), squeeze=False)
+    for ax, (title, emb) in zip(axes[0], embeddings.items()):
+        draw_embedding(ax, emb, labels[title], class_names)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 class UmapExplorer:
     """A 2-D embedding of token features (UMAP, or PCA), the patch under each point and its class.
     Range sliders select a rectangle; the figure shows it, the patches inside and their classes."""
@@ -282,20 +324,14 @@ class UmapExplorer:
 
     def render(self):
         sel = self.selected()
-        fig = plt.figure(figsize=(11, 4.2))
-        grid = fig.add_gridspec(4, 10)
+        fig = plt.figure(figsize=(11, 4.6))
+        grid = fig.add_gridspec(4, 10, top=0.8)
         ax = fig.add_subplot(grid[:, :4])
-        for c, name in enumerate(self.class_names):
-            pts = self.embedding[self.labels == c]
-            if len(pts):
-                ax.scatter(pts[:, 0], pts[:, 1], s=3, color=np.array(plots.colourise(np.array([[c]]))[0, 0]) / 255,
-                           label=name, alpha=0.6)
+        draw_embedding(ax, self.embedding, self.labels, self.class_names)
         (x0, x1), (y0, y1) = self.x_range, self.y_range
         ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="k", lw=1.2))
-        ax.legend(fontsize=6, markerscale=3)
         ax.set_title(self.title or "token features", fontsize=9)
-        counts = ", ".join(f"{n} {c}" for n, c in self.summary().items() if c)
-        fig.text(0.7, 0.96, f"{len(sel)} tokens selected: {counts or 'none'}", ha="center", fontsize=8)
+        fig.text(0.7, 0.97, selection_summary(len(sel), self.summary()), ha="center", va="top", fontsize=8)
         for j, i in enumerate(sel[: self.max_patches]):
             a = fig.add_subplot(grid[j // 6, 4 + j % 6])
             a.imshow(self.patches[i], interpolation="nearest")
@@ -354,3 +390,19 @@ def umap_explorer(run_dir: str | Path, *, features: str = "pretrained", **kw) ->
                        f"run notebook 04_latent_analysis again (or `vpe report --force latents`)")
     emb, patches, labels = (arrays[k] for k in keys)
     return UmapExplorer(emb, patches, labels, names, title=f"{features} token features", **kw)
+
+
+def umap_pair(run_dir: str | Path):
+    """The pretrained and the random-weight token embeddings of stage 04 side by side, same colours."""
+    from vpe_lib.data.pushworld import CLASS_NAMES as names
+    from vpe_lib.stages.common import require
+
+    path = require(run_dir, "latents", "latents.npz") / "latents.npz"
+    arrays = np.load(path)
+    missing = [k for f in ("pretrained", "random") for k in (f"embedding_{f}", f"majority_{f}") if k not in arrays]
+    if missing:
+        raise KeyError(f"{path} has no {', '.join(missing)}: it was written by an older version of stage 04; "
+                       f"run notebook 04_latent_analysis again (or `vpe report --force latents`)")
+    titles = {"pretrained": "pretrained tokenizer's tokens", "random": "random-weight twin's tokens"}
+    return embedding_pair_figure({titles[f]: arrays[f"embedding_{f}"] for f in titles},
+                                 {titles[f]: arrays[f"majority_{f}"] for f in titles}, names)
