@@ -9,18 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from vpe_lib.models.code_prior import CodeTablePrior
+from vpe_lib.models.code_prior import CodeTablePrior, TablePrior
 from vpe_lib.models.transformer import PREDICTORS, TransformerConfig, build_predictor, random_mask
 from vpe_lib.stages.predict_stage import (
-    TablePrior,
     code_table,
     code_table_bits,
     fit_table_eps,
-    future_bits,
-    predict_step,
-    train_predictor,
     unigram_log_probs,
 )
+from vpe_lib.stages.predictor_training import future_bits, predict_step, train_predictor
 from vpe_lib.train.loop import TrainConfig
 
 K = 12

@@ -32,7 +32,7 @@ from vpe_lib.models import TokenizerConfig, VQVAE3D
 from vpe_lib.models.discriminator import DiscriminatorConfig
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig, TokenizerTrainer
 from vpe_lib.models.transformer import TransformerConfig, build_predictor
-from vpe_lib.stages.predict_stage import TokenBatches, predict_step
+from vpe_lib.stages.predictor_training import TokenBatches, predict_step
 from vpe_lib.train import TrainConfig, load_checkpoint, train
 from vpe_lib.train.distributed import (
     DistInfo,

@@ -10,9 +10,9 @@ import torch
 from vpe_lib.config import ConfigError, get_config
 from vpe_lib.models.transformer import TransformerConfig, build_predictor
 from vpe_lib.stages.masking_study import budget_name, mask_overlay
-from vpe_lib.stages.predict_stage import (TokenBatches, clip_starts, copy_token_bits, fit_copy_eps, frame_errors,
-                                          future_bits, load_predictor, moving_pixels, psnr_db, squared_error,
-                                          unigram_log_probs)
+from vpe_lib.stages.predict_stage import (clip_starts, copy_token_bits, fit_copy_eps, frame_errors, moving_pixels,
+                                          psnr_db, squared_error, unigram_log_probs)
+from vpe_lib.stages.predictor_training import TokenBatches, future_bits, load_predictor
 
 
 def test_clips_do_not_overlap():
@@ -118,7 +118,7 @@ def test_budget_names_and_mask_overlay():
 
 def test_a_changed_tokenizer_or_recipe_trains_afresh(tmp_path):
     """Runs are keyed by what determines them: never resumed or scored on another tokenizer's codes."""
-    from vpe_lib.stages.predict_stage import predictor_folder, run_folder
+    from vpe_lib.stages.predictor_training import predictor_folder, run_folder
     from vpe_lib.train.loop import TrainConfig
 
     cfg = TransformerConfig(codebook_size=8, grid=(2, 2, 2), dim=16, depth=1, heads=2)

@@ -17,8 +17,8 @@ from vpe_lib.explore.predictions import (NoPredictionModels, PredictionData, Pre
                                          prediction_explorer)
 from vpe_lib.models.tokenizer import VQVAE3D  # noqa: E402
 from vpe_lib.models.transformer import TransformerConfig, build_predictor  # noqa: E402
-from vpe_lib.stages.predict_stage import (TablePrior, code_table, code_table_bits, tokenize_clips,  # noqa: E402
-                                          unigram_log_probs)
+from vpe_lib.models.code_prior import TablePrior  # noqa: E402
+from vpe_lib.stages.predict_stage import code_table, code_table_bits, tokenize_clips, unigram_log_probs  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,14 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from vpe_lib.config import load_config
 from vpe_lib.data.samplers import from_unit_range
+from vpe_lib.data.store import PushWorldStore
 from vpe_lib.models.transformer import ARVideoTransformer, MaskedVideoTransformer, build_predictor
+from vpe_lib.stages.common import require
+from vpe_lib.stages.predict_stage import cached_tokens, code_table_bits, fit_baselines
+from vpe_lib.stages.predictor_training import load_predictor, predictor_folder
+from vpe_lib.stages.pretrain_stage import load_tokenizer
 
 LN2 = float(np.log(2.0))
 
@@ -101,8 +107,6 @@ class PredictionData:
 
     def table_bits(self, i: int) -> np.ndarray:
         """Bits of the true future tokens under the code table, t' h w."""
-        from vpe_lib.stages.predict_stage import code_table_bits
-
         t = self.table
         return code_table_bits(self.codes[i:i + 1, self.cond_frames:], self.cond[i:i + 1, 0], t.counts, t.unigram,
                                t.eps)[0]
@@ -248,12 +252,6 @@ class PredictionExplorer:
 def prediction_explorer(run_dir: str | Path, *, random_twins: bool = True, **kw) -> PredictionExplorer:
     """The explorer on a run's stage-03 models (the main tokenizer's), its test clips and its code table;
     with `random_twins`, each model's random-weight twin too. A clear error when the run has none."""
-    from vpe_lib.config import load_config
-    from vpe_lib.data.store import PushWorldStore
-    from vpe_lib.stages.common import require
-    from vpe_lib.stages.predict_stage import cached_tokens, fit_baselines, load_predictor, predictor_folder
-    from vpe_lib.stages.pretrain_stage import load_tokenizer
-
     run_dir = Path(run_dir)
     predict = run_dir / "predict"
     kinds = [k for k in ("masked", "ar") if (predict / k / "latest.json").exists()]

@@ -22,8 +22,22 @@ distributed like the prior a test clip sees.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class TablePrior:
+    """The code-table baseline's numbers (vpe_lib.stages.predict_stage.fit_baselines): counts (K, K) on
+    training clips, the unigram log-probs and the mixing weight fitted on validation clips. A
+    `table_prior` model is built on exactly these (CodeTablePrior.fit)."""
+
+    counts: np.ndarray
+    unigram: np.ndarray
+    eps: float
 
 
 class CodeTablePrior(nn.Module):

@@ -48,7 +48,7 @@ from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.transformer import build_predictor
 from vpe_lib.models.unet import UNet2D
 from vpe_lib.stages.common import require, stage_device, write_json, write_metrics
-from vpe_lib.stages.predict_stage import load_predictor, predictor_folder
+from vpe_lib.stages.predictor_training import load_predictor, predictor_folder
 from vpe_lib.stages.pretrain_stage import load_tokenizer
 from vpe_lib.progress import WorkEta, format_duration
 from vpe_lib.stages.seg_protocol import (Method, budget_index, choose_lr, file_digest, main_methods,

@@ -30,7 +30,7 @@ from vpe_lib.eval.segmentation import paired_difference
 from vpe_lib.masking import make_mask, mask_motion_overlap
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.transformer import TransformerConfig, build_predictor
-from vpe_lib.stages.predict_stage import TokenBatches, load_predictor, predictor_folder, run_folder, train_predictor
+from vpe_lib.stages.predictor_training import TokenBatches, load_predictor, predictor_folder, run_folder, train_predictor
 from vpe_lib.stages.pretrain_stage import loader_settings, read_history
 from vpe_lib.train.device import module_device
 from vpe_lib.train.distributed import is_main_process
