@@ -15,7 +15,8 @@ from PIL import Image
 from vpe_lib.data.bair import (_TABLE_LIST, BairHdf5Source, BairTFRecordSource, crc32c,
                                encode_example, iter_tfrecord, parse_example, write_tfrecord)
 from vpe_lib.data.clips import (ClipSource, FrameFolderSource, RealClipBatches, SkippedVideosWarning,
-                                VideoFolderSource, open_clip_source)
+                                VideoFolderSource)
+from vpe_lib.data.open_clips import open_clip_source
 from vpe_lib.data.errors import DataError
 from vpe_lib.data.exports import export_mp4
 

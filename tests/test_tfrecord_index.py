@@ -15,7 +15,8 @@ from PIL import Image
 
 from vpe_lib.data import bair
 from vpe_lib.data.bair import BairTFRecordSource, encode_example, write_tfrecord
-from vpe_lib.data.clips import SkippedVideosWarning, open_clip_source
+from vpe_lib.data.clips import SkippedVideosWarning
+from vpe_lib.data.open_clips import open_clip_source
 from vpe_lib.data.tfrecord_index import cached_path, sidecar_path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -16,13 +16,12 @@ naming its folder/file.
 
 Sources: :class:`FrameFolderSource`, :class:`VideoFolderSource` (here),
 :class:`~vpe_lib.data.bair.BairHdf5Source` and
-:class:`~vpe_lib.data.bair.BairTFRecordSource` (in ``bair.py``, re-exported
-here); :func:`open_clip_source` picks one from what a path holds.
+:class:`~vpe_lib.data.bair.BairTFRecordSource` (in ``bair.py``, on top of this module's
+``IndexedSource``); :func:`vpe_lib.data.open_clips.open_clip_source` picks one from what a path holds.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import warnings
 from collections import OrderedDict
@@ -38,10 +37,9 @@ from PIL import Image
 from .errors import DataError
 from .frames import natural_key, read_rgb
 from .video import read_video
-from ..train.distributed import rank_slice
+from vpe_lib.data.sharding import rank_slice
 
-__all__ = ["ClipSource", "SkippedVideosWarning", "FrameFolderSource", "VideoFolderSource",
-           "BairHdf5Source", "BairTFRecordSource", "RealClipBatches", "open_clip_source",
+__all__ = ["ClipSource", "SkippedVideosWarning", "FrameFolderSource", "VideoFolderSource", "RealClipBatches",
            "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS"]
 
 VIDEO_EXTENSIONS = (".mp4", ".gif", ".webm", ".avi", ".mov", ".mkv", ".m4v")
@@ -396,73 +394,3 @@ class RealClipBatches:
 
 # ---------------------------------------------------------------------------
 # pick a source from a path
-
-
-def _scan(root: Path, depth: int = 2):
-    """Files under ``root`` down to ``depth`` levels (hidden entries skipped)."""
-    stack = [(root, 0)]
-    while stack:
-        d, k = stack.pop()
-        for p in d.iterdir():
-            if p.name.startswith("."):
-                continue
-            if p.is_file():
-                yield p
-            elif p.is_dir() and k + 1 < depth:
-                stack.append((p, k + 1))
-
-
-def open_clip_source(spec, **kw) -> ClipSource:
-    """A clip source for ``spec``, chosen by what it holds; ``kw`` go to the source.
-
-    ``.h5``/``.hdf5`` -> :class:`BairHdf5Source`; ``.tfrecord(s)`` file, glob or
-    a folder holding them -> :class:`BairTFRecordSource`; a video file or a
-    folder with video files -> :class:`VideoFolderSource`; a folder of
-    sub-folders of images -> :class:`FrameFolderSource` (``pattern`` guessed
-    from the images found unless given).
-    """
-    from .bair import BairHdf5Source, BairTFRecordSource, is_tfrecord
-
-    text = str(spec)
-    path = Path(spec)
-    if not path.exists() and any(c in text for c in "*?["):
-        matches = sorted((Path(m) for m in glob.glob(text)), key=lambda p: natural_key(str(p)))
-        if matches and all(is_tfrecord(m) for m in matches):
-            return BairTFRecordSource(matches, **kw)
-        raise DataError(f"glob matched {len(matches)} paths, expected .tfrecord(s) files", path=text)
-    if not path.exists():
-        raise DataError("clip source not found", path=path)
-    if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in (".h5", ".hdf5"):
-            return BairHdf5Source(path, **kw)
-        if is_tfrecord(path):
-            return BairTFRecordSource(path, **kw)
-        if suffix in VIDEO_EXTENSIONS:
-            return VideoFolderSource(path, **kw)
-    else:
-        files = list(_scan(path))
-        if any(is_tfrecord(p) for p in files):
-            return BairTFRecordSource(path, **kw)
-        exts = kw.get("extensions", VIDEO_EXTENSIONS)
-        if any(p.suffix.lower() in exts for p in files):
-            return VideoFolderSource(path, **kw)
-        images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS and p.parent != path]
-        if images:
-            if "pattern" not in kw:
-                common = max(IMAGE_EXTENSIONS, key=lambda e: sum(p.suffix.lower() == e for p in images))
-                kw["pattern"] = "*" + next(p.suffix for p in images if p.suffix.lower() == common)
-            return FrameFolderSource(path, **kw)
-    raise DataError("cannot tell what clip source this is; looked for a .h5/.hdf5 file "
-                    "(VideoGPT BAIR), .tfrecord(s) files (BAIR TFRecords), video files "
-                    f"({', '.join(VIDEO_EXTENSIONS)}) or sub-folders of images "
-                    f"({', '.join(IMAGE_EXTENSIONS)})", path=path)
-
-
-def __getattr__(name: str):
-    # BAIR readers live in bair.py (which imports IndexedSource from here): re-export lazily.
-    if name in ("BairHdf5Source", "BairTFRecordSource"):
-        from . import bair
-
-        return getattr(bair, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,7 @@ import torch
 from einops import rearrange
 
 from vpe_lib.data.store import PushWorldStore
-from vpe_lib.train.distributed import rank_slice
+from vpe_lib.data.sharding import rank_slice
 
 
 def to_unit_range(frames_uint8: np.ndarray) -> torch.Tensor:

@@ -26,7 +26,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from vpe_lib.eval.metrics import ssim_tensor
+from vpe_lib.models.ssim import ssim_tensor
 from vpe_lib.models.discriminator import Discriminator3D, DiscriminatorConfig
 from vpe_lib.models.tokenizer import VQVAE3D
 

@@ -29,6 +29,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from vpe_lib.data.sharding import rank_slice  # noqa: F401 (re-exported: what shard_batch keeps)
+
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
@@ -139,17 +141,6 @@ def all_gather_object(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def rank_slice(n: int, rank: int, world: int) -> slice:
-    """The contiguous items of a global batch of `n` that rank `rank` of `world` trains on (what
-    `shard_batch` keeps, and what a source's `shard` method reads). `n` must split evenly: with
-    unequal shares the DDP average of per-rank batch means would not be the global batch mean."""
-    if n % world:
-        raise ValueError(f"global batch of {n} items does not split evenly over {world} ranks; "
-                         f"make the global (micro-)batch size a multiple of the world size")
-    k = n // world
-    return slice(rank * k, (rank + 1) * k)
 
 
 def shard_batch(batch: Any, rank: int, world_size: int) -> Any:
