@@ -304,7 +304,7 @@ class UmapExplorer:
     Range sliders select a rectangle; the figure shows it, the patches inside and their classes."""
 
     def __init__(self, embedding: np.ndarray, patches: np.ndarray, labels: np.ndarray,
-                 class_names: Sequence[str] = CLASS_NAMES, *, max_patches: int = 24, title: str = ""):
+                 class_names: Sequence[str] = CLASS_NAMES, *, max_patches: int = 20, title: str = ""):
         if not len(embedding) == len(patches) == len(labels):
             raise ValueError(f"embedding ({len(embedding)}), patches ({len(patches)}) and labels ({len(labels)}) "
                              "must have one row per point")
@@ -324,16 +324,17 @@ class UmapExplorer:
 
     def render(self):
         sel = self.selected()
-        fig = plt.figure(figsize=(11, 4.6))
-        grid = fig.add_gridspec(4, 10, top=0.8)
+        # 9 inches: a widget's output area in JupyterLab crops a wider figure (its gallery was cut off)
+        fig = plt.figure(figsize=(9, 4.6))
+        grid = fig.add_gridspec(4, 9, top=0.8)
         ax = fig.add_subplot(grid[:, :4])
         draw_embedding(ax, self.embedding, self.labels, self.class_names)
         (x0, x1), (y0, y1) = self.x_range, self.y_range
         ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="k", lw=1.2))
         ax.set_title(self.title or "token features", fontsize=9)
-        fig.text(0.7, 0.97, selection_summary(len(sel), self.summary()), ha="center", va="top", fontsize=8)
+        fig.text(0.72, 0.97, selection_summary(len(sel), self.summary(), width=60), ha="center", va="top", fontsize=8)
         for j, i in enumerate(sel[: self.max_patches]):
-            a = fig.add_subplot(grid[j // 6, 4 + j % 6])
+            a = fig.add_subplot(grid[j // 5, 4 + j % 5])
             a.imshow(self.patches[i], interpolation="nearest")
             a.set_title(self.class_names[int(self.labels[i])], fontsize=6)
             a.axis("off")
