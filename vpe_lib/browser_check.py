@@ -49,11 +49,17 @@ def find_chromium() -> str | None:
     return None
 
 
+CALL_TIMEOUT_S = 180.0
+
+
 class _DevTools:
     def __init__(self, ws_url: str):
         import websocket  # websocket-client
 
-        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
+        # a reply can take over 30 s on a loaded 2-core host (JupyterLab's page busy while a kernel
+        # runs): with 30 s, `make check-lab` failed 2 of 4 runs beside a training job; never a hang,
+        # the checks have their own deadlines
+        self.ws = websocket.create_connection(ws_url, timeout=CALL_TIMEOUT_S, suppress_origin=True)
         self.next_id = 0
         self.events: list[dict] = []
 
@@ -82,7 +88,7 @@ class _DevTools:
                 except Exception:  # a timeout: nothing arrived in this slice
                     pass
         finally:
-            self.ws.settimeout(30)
+            self.ws.settimeout(CALL_TIMEOUT_S)
 
     def close(self) -> None:
         self.ws.close()
