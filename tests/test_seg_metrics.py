@@ -228,6 +228,37 @@ def test_verdict_branches():
     assert "could not be computed" in s and "1 seed " in s
 
 
+def test_the_verdict_rule_on_each_side_of_zero_and_bounds_that_never_read_0_000():
+    from vpe_lib.eval.segmentation import fmt_bound, interval_side
+
+    def diff(lo, hi):
+        return {"mean": (lo + hi) / 2, "ci_low": lo, "ci_high": hi, "n": 3, "confidence": 0.95}
+
+    just_above = verdict(diff(2e-5, 0.268), better="A", worse="B")
+    assert just_above.startswith("A beats B") and "[2e-05, 0.268]" in just_above and "0.000" not in just_above
+    just_below = verdict(diff(-0.113, -3e-5), better="A", worse="B")
+    assert just_below.startswith("B beats A") and "[3e-05, 0.113]" in just_below
+    touching = verdict(diff(0.0, 0.2), better="A", worse="B")  # touching 0 is not beating
+    assert touching.startswith("no measurable difference") and "[0.000, 0.200]" in touching
+    assert [interval_side(lo, hi) for lo, hi in ((1e-9, 1), (-1, -1e-9), (0, 1), (-1, 0), (-1, 1))] == [1, -1, 0, 0, 0]
+    assert fmt_bound(0.1234) == "0.123" and fmt_bound(-0.0004) == "-0.0004" and fmt_bound(0.0) == "0.000"
+
+
+def test_p_values_from_intervals_and_holm_adjustment():
+    from scipy import stats as st
+
+    from vpe_lib.eval.segmentation import holm, paired_p_value
+
+    a, b = [0.59, 0.70, 0.83], [0.4, 0.5, 0.6]
+    d = paired_difference(a, b)
+    assert paired_p_value(d["mean"], d["ci_low"], d["ci_high"], d["n"]) == pytest.approx(st.ttest_rel(a, b).pvalue)
+    assert math.isnan(paired_p_value(0.1, float("nan"), float("nan"), 3))
+    adj = holm({"x": 0.01, "y": 0.04, "z": 0.03, "w": float("nan")})
+    # sorted 0.01, 0.03, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.03), max(0.06, 1 * 0.04)
+    assert adj["x"] == pytest.approx(0.03) and adj["z"] == pytest.approx(0.06) and adj["y"] == pytest.approx(0.06)
+    assert math.isnan(adj["w"])
+
+
 def test_curve_status():
     steps = [0, 100, 200, 300, 400]
     assert curve_status(steps, [0.1, 0.2, 0.3, 0.4, 0.5]) == "still rising"

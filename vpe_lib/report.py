@@ -25,6 +25,7 @@ from typing import Any, Callable
 from vpe_lib.config import get_config
 from vpe_lib.host_speed import host_speed
 from vpe_lib.eval.pretext_gates import gate_table_html
+from vpe_lib.eval.segmentation import fmt_bound, holm, paired_p_value
 from vpe_lib.hover_umap import PLOTLY_JS, write_plotly_js
 from vpe_lib.progress import forward_progress
 from vpe_lib.train.device import resolve_device
@@ -300,15 +301,38 @@ def _answers(summary: dict[str, Any]) -> list[str]:
 
 
 def _study_table(m: dict[str, Any]) -> str:
-    def ci(d):
-        return "—" if d["mean"] is None else f"{d['mean']:+.3f} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]"
+    """The study's rows with their paired differences, each interval beside its Holm-adjusted p-value over
+    every comparison in the table (the family a reader scans); bounds printed so none off zero reads 0.000."""
+    prefix = seg_prefix(m)
+    rows = [r for r in study_rows(m, prefix) if r["method"].count("/") <= 2]
+    n = int(m.get(f"{prefix}/n_seeds") or 0)
+    refs = ("diff_vs_unet", "diff_vs_random")
+    raw = {(i, ref): paired_p_value(r[ref]["mean"], r[ref]["ci_low"], r[ref]["ci_high"], n)
+           for i, r in enumerate(rows) for ref in refs if r[ref]["mean"] is not None}
+    adjusted = holm(raw)
+    family = sum(p == p for p in raw.values())
+
+    def ci(i: int, ref: str) -> str:
+        d = rows[i][ref]
+        if d["mean"] is None:
+            return "—"
+        if d["ci_low"] is None or d["ci_low"] != d["ci_low"]:
+            return f"{d['mean']:+.3f}"
+        p = adjusted.get((i, ref), float("nan"))
+        return (f"{'+' if d['mean'] >= 0 else ''}{fmt_bound(d['mean'])} [{fmt_bound(d['ci_low'])}, "
+                f"{fmt_bound(d['ci_high'])}]" + ("" if p != p else f"; Holm p {p:.2g}"))
 
     body = "".join(
         f"<tr><td>{r['pct']:g}%</td><td>{html.escape(r['method'])}</td><td>{_fmt(r['fg_iou'])}"
         f"{'' if r['fg_iou_std'] is None else ' ± ' + _fmt(r['fg_iou_std'])}</td><td>{_fmt(r['fg_iou_objects'])}</td>"
-        f"<td>{ci(r['diff_vs_unet'])}</td><td>{ci(r['diff_vs_random'])}</td><td>{html.escape(r['curve'])}</td></tr>"
-        for r in study_rows(m, seg_prefix(m)) if r["method"].count("/") <= 2)
-    return ("<table><tr><th>labels</th><th>method</th><th>fg IoU (objects + arm)</th><th>objects only</th>"
+        f"<td>{ci(i, 'diff_vs_unet')}</td><td>{ci(i, 'diff_vs_random')}</td><td>{html.escape(r['curve'])}</td></tr>"
+        for i, r in enumerate(rows))
+    note = ("" if not family else
+            f"<p>{family} paired comparisons in this table. The verdict rule, everywhere in the report: a 95% interval "
+            "wholly above 0 beats, wholly below is behind, one that contains or touches 0 is no measurable difference "
+            "(on the unrounded bounds). The intervals are per comparison; the Holm-adjusted p-value beside each "
+            "accounts for the whole table.</p>")
+    return (note + "<table><tr><th>labels</th><th>method</th><th>fg IoU (objects + arm)</th><th>objects only</th>"
             "<th>Δ UNet [95% CI]</th><th>Δ random weights [95% CI]</th><th>learning curve</th></tr>"
             f"{body}</table>")
 

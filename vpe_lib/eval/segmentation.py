@@ -194,27 +194,69 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *,
             "confidence": confidence}
 
 
+def fmt_bound(x: float, digits: int = 3) -> str:
+    """A number at `digits` decimals, unless that would print a non-zero value as 0.000 (an interval
+    bound just off zero): then two significant digits, so a reader sees which side of 0 it lies on."""
+    text = f"{x:.{digits}f}"
+    if x != 0 and float(text) == 0:
+        return f"{x:.2g}"
+    return text
+
+
+def interval_side(lo: float, hi: float) -> int:
+    """The verdict rule, one place, on unrounded bounds: +1 when the whole interval lies above 0
+    ("beats"), -1 when it lies below ("behind"), 0 when it contains or touches 0 ("no measurable
+    difference")."""
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+def paired_p_value(mean: float, ci_low: float, ci_high: float, n: int, confidence: float = 0.95) -> float:
+    """Two-sided p-value of a paired Student-t difference, recovered from its interval (the
+    half-width is t_crit * standard error); NaN without an interval."""
+    if n is None or n < 2 or any(v is None or v != v for v in (mean, ci_low, ci_high)):
+        return float("nan")
+    half = (ci_high - ci_low) / 2
+    if half <= 0:
+        return 0.0 if mean != 0 else 1.0
+    se = half / float(stats.t.ppf((1 + confidence) / 2, n - 1))
+    return float(2 * stats.t.sf(abs(mean) / se, n - 1))
+
+
+def holm(p_values: dict) -> dict:
+    """Holm's step-down adjustment of a family of p-values ({name: p}; NaN stays NaN and is not
+    counted): the adjusted p of the k-th smallest is max over j <= k of min(1, (m - j + 1) p_(j))."""
+    finite = sorted((p, k) for k, p in p_values.items() if p == p)
+    m, out, running = len(finite), {k: float("nan") for k in p_values}, 0.0
+    for j, (p, k) in enumerate(finite):
+        running = max(running, min(1.0, (m - j) * p))
+        out[k] = running
+    return out
+
+
 def verdict(diff: dict, *, better: str, worse: str, metric: str = "foreground IoU") -> str:
     """One sentence from a :func:`paired_difference` of (better - worse).
 
     ``better`` names method a and ``worse`` method b: it is the hypothesis, and the
-    sentence follows the interval, not the sign of the mean. An interval touching 0
-    counts as "no measurable difference".
+    sentence follows the interval (:func:`interval_side`, on the unrounded bounds), not
+    the sign of the mean. An interval touching 0 counts as "no measurable difference".
+    Bounds are printed so that one off zero never reads "0.000" (:func:`fmt_bound`).
     """
     lo, hi, n, m = diff["ci_low"], diff["ci_high"], diff["n"], diff["mean"]
+    f = fmt_bound
     pct = f"{100 * diff.get('confidence', 0.95):g}%"
     seeds = f"{n} seed{'s' if n != 1 else ''}"
     if math.isnan(lo) or math.isnan(hi):
         return (f"The {metric} difference between {better} and {worse} has no confidence "
                 f"interval: it could not be computed from {seeds} (need at least 2).")
-    if lo > 0:
-        return (f"{better} beats {worse} by {m:.3f} {metric} "
-                f"({pct} CI [{lo:.3f}, {hi:.3f}], {seeds}).")
-    if hi < 0:  # reverse phrasing; the interval of (worse - better) is [-hi, -lo]
-        return (f"{worse} beats {better} by {-m:.3f} {metric} "
-                f"({pct} CI [{-hi:.3f}, {-lo:.3f}], {seeds}).")
+    side = interval_side(lo, hi)
+    if side > 0:
+        return (f"{better} beats {worse} by {f(m)} {metric} "
+                f"({pct} CI [{f(lo)}, {f(hi)}], {seeds}).")
+    if side < 0:  # reverse phrasing; the interval of (worse - better) is [-hi, -lo]
+        return (f"{worse} beats {better} by {f(-m)} {metric} "
+                f"({pct} CI [{f(-hi)}, {f(-lo)}], {seeds}).")
     return (f"no measurable difference between {better} and {worse} in {metric} "
-            f"({better} - {worse} = {m:.3f}, {pct} CI [{lo:.3f}, {hi:.3f}], {seeds}).")
+            f"({better} - {worse} = {f(m)}, {pct} CI [{f(lo)}, {f(hi)}], {seeds}).")
 
 
 def curve_status(steps: Sequence[int], values: Sequence[float], *,
