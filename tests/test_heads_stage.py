@@ -316,6 +316,9 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     assert "seg/diff_vs_random/tokenizer/conv/frozen/no-stride1/labels50/mean" not in m  # ablations: largest only
     assert "seg/diff_vs_random/tokenizer/conv/frozen/no-stride1/labels100/mean" in m
     assert "seg/diff_vs_random/masked/conv/frozen/labels50/mean" in m  # each predictor against its random twin
+    # ... against the tokenizer it reads, and masked against autoregressive, paired by seed
+    assert m["seg/diff_vs_tokenizer/ar/conv/frozen/labels50/ci_low"] <= m["seg/diff_vs_tokenizer/ar/conv/frozen/labels50/mean"]
+    assert "seg/diff_vs_ar/masked/conv/finetuned/labels100/mean" in m and "seg/diff_vs_ar/ar/conv/frozen/labels50/mean" not in m
     for pct in ("labels50", "labels100"):  # fine-tuned predictors at every budget
         assert 0 <= m[f"seg/fg_iou/masked/conv/finetuned/{pct}"] <= 1
     assert "seg/diff_vs_random/ar/conv/finetuned/labels100/mean" in m

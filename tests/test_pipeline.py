@@ -22,7 +22,9 @@ def test_smoke_report_end_to_end(tmp_path):
     index = (out / "index.html").read_text()
     assert all(f'href="{n}.html"' in index for n in names)
     assert "Tokenizer quantizers" in index  # the smoke profile compares vq / lfq / fsq
-    assert "The answer, per label budget" in index and "At 50% labels" in index
+    assert "Every verdict, per label budget" in index and "At 50% labels" in index
+    assert "The answers" in index and "(a) Does a video-pretrained encoder beat a UNet" in index and "What ran: PushWorld" in index
+    assert "data:image/png;base64" in index  # the forest plot on the first screen
     disk = json.loads((out / "summary.json").read_text())
     assert disk["status"] == "ok" and disk["provenance"]["profile"] == "smoke"
     assert set(names) <= set(disk["wall_time_s"]) and disk["wall_time_s"]["total"] > 0

@@ -159,3 +159,39 @@ def test_results_read_the_stages_that_ran_and_require_the_study(tmp_path):
     (tmp_path / "heads" / "metrics.json").unlink()
     with pytest.raises(MissingArtifactError, match="heads"):
         collect_metrics(tmp_path)
+
+
+def test_the_four_questions_are_answered_from_their_intervals_with_the_gates():
+    from vpe_lib.stages.results_stage import question_answers, what_was_run
+
+    m = {"seg/n_seeds": 3, "data/n_train_videos": 240.0, "data/n_test_videos": 40.0, "data/frames_per_video": 30.0,
+         "tokenizer/params": 1.1e6, "tokenizer/steps": 1000.0, "tokenizer/train_wall_s": 1680.0,
+         "tokenizer/psnr_db": 23.5, "tokenizer/jpeg_psnr_db_at_same_rate": 22.8,
+         "predict/masked/nll_bits_per_token": 6.9, "predict/ar/nll_bits_per_token": 7.9,
+         "predict/code_table/nll_bits_per_token": 7.7}
+    for method in ("tokenizer/conv/frozen", "unet", "masked/conv/frozen", "ar/conv/frozen"):
+        m[f"seg/fg_iou/{method}/labels10"] = 0.5
+
+    def put(key, mean, lo, hi, n=None):
+        m.update({f"{key}/mean": mean, f"{key}/ci_low": lo, f"{key}/ci_high": hi})
+        if n is not None:
+            m[f"{key}/n"] = n
+
+    put("seg/diff_vs_unet/tokenizer/conv/frozen/labels10", -0.05, -0.14, 0.04)
+    put("seg/diff_vs_tokenizer/masked/conv/frozen/labels10", 0.03, 0.01, 0.05)
+    put("seg/diff_vs_ar/masked/conv/frozen/labels10", -0.02, -0.03, -0.01)
+    put("masking/mgm/x0.33/minus_random_x1/probe_fg_iou", -0.01, -0.05, 0.03, n=3)
+    qs = dict(question_answers(m))
+    assert len(qs) == 4
+    (a,) = [v for k, v in qs.items() if k.startswith("(a)")]
+    assert a[0].startswith("At 10% labels: no measurable difference between the frozen tokenizer")
+    assert a[-1] == "Pretraining: the tokenizer passed its own task at 1 of 1 seeds."
+    (b,) = [v for k, v in qs.items() if k.startswith("(b)")]
+    assert b[0].startswith("At 10% labels: the masked transformer's states beats the tokenizer's maps by 0.030")
+    assert "the autoregressive model did not beat the code table" in b[-1]  # 7.9 bits against the table's 7.7
+    (c,) = [v for k, v in qs.items() if k.startswith("(c)")]
+    assert c[0].startswith("At 10% labels: the autoregressive one beats the masked transformer by 0.020")
+    (d,) = [v for k, v in qs.items() if k.startswith("(d)")]
+    assert d[0].startswith("no measurable difference between MGM at a third of the budget and random masking")
+    assert "3 seeds" in d[0]
+    assert what_was_run(m).startswith("What ran: PushWorld (synthetic video with exact labels): 240 training")

@@ -31,7 +31,8 @@ from vpe_lib.progress import forward_progress
 from vpe_lib.train.device import resolve_device
 from vpe_lib.stage_cache import UPSTREAM, clear_stamp, code_version, read_stamp, recorded_reads, \
     resolve_stage_names, stage_key, stage_of_notebook, why_stale, write_stamp
-from vpe_lib.stages.results_stage import (answers, collect_metrics, convergence_notes, seg_prefix, segmentation_rows,
+from vpe_lib.stages.results_stage import (answers, collect_metrics, convergence_notes, question_answers,
+                                         seg_prefix, segmentation_rows, what_was_run,
                                           study_rows)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -361,6 +362,46 @@ def _prediction_html(m: dict[str, Any]) -> str:
             + bits + "</table>" + masking)
 
 
+def _answers_html(m: dict[str, Any]) -> str:
+    """The first screen: what ran, the four questions each answered from its intervals, and the forest plot."""
+    qs = question_answers(m, seg_prefix(m))
+    if not qs:
+        return ""
+    items = "".join(f"<li><b>{html.escape(q)}</b><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in lines)
+                    + "</ul></li>" for q, lines in qs)
+    return (f"<h2>The answers</h2><p>{html.escape(what_was_run(m, seg_prefix(m)))}</p><ol>{items}</ol>"
+            + _forest_html(m))
+
+
+def _forest_html(m: dict[str, Any]) -> str:
+    """The paired differences of every method against the UNet and against its random-weight twin, per label
+    budget (the results page's forest plot), as an inline PNG."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vpe_lib.study_plots import paired_differences
+
+    prefix = seg_prefix(m)
+    if not any(k.startswith(f"{prefix}/diff_vs_unet/") for k in m):
+        return ""
+    n_rows = sum(1 for k in m if k.startswith(f"{prefix}/diff_vs_unet/") and k.endswith("/mean"))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.3 * max(4, n_rows)))
+    paired_differences(m, prefix=prefix, against="unet", ax=axes[0], title="against the UNet from scratch")
+    paired_differences(m, prefix=prefix, against="random", ax=axes[1], title="against the same encoder with random weights")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode()
+    return (f'<p><img alt="paired differences in test foreground IoU, 95% intervals" style="max-width:100%" '
+            f'src="data:image/png;base64,{data}"></p>')
+
+
 def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
     m, prov = summary["metrics"], summary["provenance"]
     seg = segmentation_rows(m, seg_prefix(m))
@@ -403,13 +444,14 @@ th{{background:#f3f3f3}}.err{{color:#a00}}code{{background:#f3f3f3;padding:0 .2e
 · {html.escape(str(hw['cpu_count']))} CPU cores{_speed_html(hw)}{', GPU ' + html.escape(hw['gpu']) if hw['gpu'] else ', no GPU'}
 · torch {html.escape(prov['torch'])} · started {html.escape(prov['start_time'])} · {_wall_html(summary)}</p>
 {status}
+{_answers_html(m)}
 <h2>Did pretraining succeed at its own task?</h2>
 <p>Each pretrained model is judged on its own task on test videos before anything is built on it: the tokenizer
 against JPEG at the same bits per pixel, the predictors against the code table (condition code &rarr; future code at
 the same place, counted on training clips), their sampled futures against copying. A verdict below about a model
 that failed its gate says so in the same sentence.</p>
 {gate_table_html(m)}
-<h2>The answer, per label budget</h2><ul>{verdict}</ul>
+<h2>Every verdict, per label budget</h2><ul>{verdict}</ul>
 <h2>Headline</h2><table><tr><th>quantity</th><th>value</th></tr>{head_html}</table>
 {quant_html}
 {_prediction_html(m)}

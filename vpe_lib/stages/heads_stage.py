@@ -759,6 +759,11 @@ def collect(per_run: dict[str, dict[str, list[dict]]], s, study: Study) -> dict[
             refs = {"diff_vs_unet": per_run.get("unet", {}).get(pct)}
             if not name.startswith("random_") and "random_" + name in per_run:  # its random-weight twin
                 refs["diff_vs_random"] = per_run.get("random_" + name, {}).get(pct)
+            encoder, _, rest = name.partition("/")
+            if encoder in ("masked", "ar"):  # what the transformer adds over the tokenizer it reads (same head, mode)
+                refs["diff_vs_tokenizer"] = per_run.get(f"tokenizer/{rest}", {}).get(pct)
+            if encoder == "masked":  # masked against autoregressive prediction
+                refs["diff_vs_ar"] = per_run.get(f"ar/{rest}", {}).get(pct)
             for label, ref in refs.items():
                 if ref:
                     d = paired_difference(a, [r["fg_iou"] for r in ref])

@@ -201,3 +201,98 @@ def run_results_stage(run_dir: Path, out: Path) -> dict[str, float]:
         derived["results/world_hard_enough"] = float(unet - colour >= MIN_DIFFICULTY_GAP)
     write_metrics(out, derived)
     return {**m, **derived}
+
+
+# ---------------------------------------------------------------------------- the four questions
+
+
+def gate_status(m: dict[str, float], encoder: str) -> str:
+    """'the tokenizer passed its own task at 3 of 3 seeds', or the failure, for the sentence of an answer."""
+    model = {"tokenizer": "tokenizer", "masked": "masked", "ar": "ar"}[encoder]
+    rows = [r for r in pretext_gates(m) if r["model"] == model and r["passed"] is not None]
+    if not rows:
+        return f"no gate could be computed for the {encoder} pretraining"
+    failed = failed_clause(m, encoder)
+    what = {"tokenizer": "the tokenizer", "masked": "the masked model", "ar": "the autoregressive model"}[model]
+    return f"its pretraining failed its own task: {failed}" if failed else (
+        f"{what} passed its own task at {len(rows)} of {len(rows)} seeds")
+
+
+def _diff(m: dict[str, float], key: str, n: int) -> dict | None:
+    d = {k: m.get(f"{key}/{k}") for k in ("mean", "ci_low", "ci_high")}
+    if d["mean"] is None:
+        return None
+    if d["ci_low"] is None:
+        d["ci_low"] = d["ci_high"] = float("nan")
+    return {**d, "n": n}
+
+
+def question_answers(m: dict[str, float], prefix: str = "seg") -> list[tuple[str, list[str]]]:
+    """The study's four questions, each with one sentence per label budget (or masking budget) from the
+    paired 95% intervals and the verdict rule, and whether the pretraining behind it passed its own task:
+    (a) the video-pretrained tokenizer, frozen and fine-tuned, against a UNet from scratch;
+    (b) the prediction transformers' states against the tokenizer's latents they read;
+    (c) masked against autoregressive prediction;
+    (d) MGM at a third of the update budget against random and tube masking at the full budget."""
+    n = int(m.get(f"{prefix}/n_seeds") or 0)
+    budgets = sorted({r["pct"] for r in study_rows(m, prefix)})
+    out: list[tuple[str, list[str]]] = []
+
+    def rows_for(ref: str, pairs) -> list[str]:
+        lines = []
+        for pct in budgets:
+            for method, better, worse in pairs:
+                d = _diff(m, f"{prefix}/{ref}/{method}/labels{pct:g}", n)
+                if d is not None:
+                    lines.append(f"At {pct:g}% labels: " + verdict(d, better=better, worse=worse))
+        return lines
+
+    a = rows_for("diff_vs_unet", [("tokenizer/conv/frozen", "the frozen tokenizer (conv head)", "the UNet"),
+                                  ("tokenizer/conv/finetuned", "the fine-tuned tokenizer (conv head)", "the UNet")])
+    if a:
+        out.append(("(a) Does a video-pretrained encoder beat a UNet trained from scratch?",
+                    a + [f"Pretraining: {gate_status(m, 'tokenizer')}."]))
+    b = rows_for("diff_vs_tokenizer", [(f"{k}/conv/frozen", f"the {name} transformer's states", "the tokenizer's maps")
+                                       for k, name in (("masked", "masked"), ("ar", "autoregressive"))])
+    if b:
+        out.append(("(b) Do the prediction transformers' states add to the tokenizer's latents (frozen, conv head)?",
+                    b + [f"Pretraining: {gate_status(m, 'masked')}; {gate_status(m, 'ar')}."]))
+    c = rows_for("diff_vs_ar", [("masked/conv/frozen", "the masked transformer", "the autoregressive one")])
+    if c:
+        out.append(("(c) Masked or autoregressive prediction (frozen states, conv head)?",
+                    c + [f"Pretraining: {gate_status(m, 'masked')}; {gate_status(m, 'ar')}."]))
+    d_lines = []
+    for probe, metric in (("probe_fg_iou", "linear foreground-probe IoU"), ("motion_r2", "motion-probe R²")):
+        for other in ("random", "tube"):
+            key = f"masking/mgm/x0.33/minus_{other}_x1/{probe}"
+            nn = int(m.get(f"{key}/n") or 0)
+            d = _diff(m, key, nn)
+            if d is not None:
+                d_lines.append(verdict(d, better="MGM at a third of the budget", worse=f"{other} masking at the full budget",
+                                       metric=metric))
+    if d_lines:
+        out.append(("(d) Does motion-guided masking (MGM) at a third of the updates match random and tube masking "
+                    "at the full budget?", d_lines + [f"Pretraining: {gate_status(m, 'masked')} (the main masked model; "
+                                                      "the masking study's runs are probed, not gated)."]))
+    return out
+
+
+def what_was_run(m: dict[str, float], prefix: str = "seg") -> str:
+    """One sentence on the data and the pretraining compute, from the metrics."""
+    parts = []
+    if m.get("data/n_train_videos") is not None:
+        parts.append(f"PushWorld (synthetic video with exact labels): {m['data/n_train_videos']:.0f} training and "
+                     f"{m.get('data/n_test_videos', 0):.0f} test videos of {m.get('data/frames_per_video', 0):.0f} frames")
+    if m.get("tokenizer/params") is not None:
+        seeds = 1 + sum(1 for k in m if k.startswith("tokenizer/seed") and k.endswith("/psnr_db"))
+        parts.append(f"a {m['tokenizer/params'] / 1e6:.1f}M-parameter tokenizer trained for "
+                     f"{m.get('tokenizer/steps', 0):.0f} updates ({m.get('tokenizer/train_wall_s', 0) / 60:.0f} "
+                     f"minutes), {seeds} pretraining seed{'s' if seeds > 1 else ''}")
+    kinds = [k for k in ("masked", "ar") if m.get(f"predict/{k}/params") is not None]
+    if kinds:
+        mins = sum(m.get(f"predict/{k}/train_wall_s", 0) for k in kinds) / 60
+        parts.append(" and ".join(f"a {m[f'predict/{k}/params'] / 1e6:.2f}M-parameter {k} transformer" for k in kinds)
+                     + f" on its codes ({mins:.0f} minutes for the main seed's pair)")
+    if m.get(f"{prefix}/n_seeds") is not None:
+        parts.append(f"segmentation heads on {m[f'{prefix}/n_seeds']:.0f} paired seeds")
+    return ("What ran: " + "; ".join(parts) + ".") if parts else ""
