@@ -195,3 +195,22 @@ def test_the_four_questions_are_answered_from_their_intervals_with_the_gates():
     assert d[0].startswith("no measurable difference between MGM at a third of the budget and random masking")
     assert "3 seeds" in d[0]
     assert what_was_run(m).startswith("What ran: PushWorld (synthetic video with exact labels): 240 training")
+
+
+def test_every_method_of_the_study_grid_has_its_own_colour_and_a_family_hue():
+    from vpe_lib.config import get_config
+    from vpe_lib.stages.seg_protocol import main_methods
+    from vpe_lib.study_plots import method_style
+
+    s = get_config("study").seg
+    names = [m.name for m in main_methods(list(s.encoders), s.heads, s.modes, s.finetune_heads, s.head_encoders,
+                                          s.finetune_predictors)]
+    names += [f"{e}/{h}/{mode}" for e in ("tokenizer", "random_tokenizer") for h in ("linear", "segformer")
+              for mode in ("frozen", "finetuned")]  # every head fine-tuned too, should a profile ask
+    names = list(dict.fromkeys(names))
+    colours = [tuple(np.round(method_style(n)["color"], 4)) for n in names]
+    assert len(set(colours)) == len(names), "two methods share a colour"
+    assert method_style("tokenizer/conv/frozen")["marker"] != method_style("tokenizer/conv/finetuned")["marker"]
+    assert method_style("random_ar/conv/frozen")["linestyle"] == "--"
+    blue = method_style("tokenizer/conv/frozen")["color"]
+    assert blue[2] > blue[0] and method_style("unet")["color"][0] > method_style("unet")["color"][2]  # the hues

@@ -16,6 +16,27 @@ def _main(name: str) -> bool:
     return name.count("/") <= 2  # encoder/head/mode or unet: not an ablation
 
 
+# One hue per encoder family, used by every figure of the study; within a family the shade tells the variant
+# (pretrained dark, its random-weight twin light; the head and mode move the shade), the marker the mode.
+FAMILY_COLOURMAPS = {"tokenizer": "Blues", "masked": "Greens", "ar": "Purples", "pixels": "Greys", "unet": "Reds"}
+HEAD_ORDER, MODE_MARKERS = ("conv", "linear", "segformer"), {"frozen": "o", "finetuned": "s", "": "D"}
+
+
+def method_style(name: str) -> dict:
+    """{"color", "marker", "linestyle"} of a method of the study grid ("unet" or "<encoder>/<head>/<mode>",
+    ablation tags ignored): the same method looks the same on every page, and no two methods of the grid
+    share a colour."""
+    encoder, head, mode = (name.split("/") + ["", ""])[:3]
+    random = encoder.startswith("random_")
+    family = encoder.removeprefix("random_")
+    cmap = plt.get_cmap(FAMILY_COLOURMAPS.get(family, "Oranges"))
+    h = HEAD_ORDER.index(head) if head in HEAD_ORDER else 0
+    # 12 distinct shades: pretrained in [0.55, 0.95], random twins in [0.25, 0.5]
+    step = h * 2 + (mode == "finetuned")
+    shade = (0.5 - 0.045 * step) if random else (0.95 - 0.07 * step)
+    return {"color": cmap(shade), "marker": MODE_MARKERS.get(mode, "o"), "linestyle": "--" if random else "-"}
+
+
 def score_bars(per_seed: dict, *, metric: str = "fg_iou", methods=None, ax=None, title: str = ""):
     """Per label budget, one bar per method (mean over seeds) with every seed as a dot."""
     methods = methods or [m for m in per_seed if _main(m)]
@@ -29,12 +50,13 @@ def score_bars(per_seed: dict, *, metric: str = "fg_iou", methods=None, ax=None,
             if not vals:
                 continue
             x = j + (i - (len(methods) - 1) / 2) * width
-            ax.bar(x, np.mean(vals), width * 0.9, color=f"C{i}", alpha=0.75, label=m if j == 0 else None)
+            ax.bar(x, np.mean(vals), width * 0.9, color=method_style(m)["color"], alpha=0.85, label=m if j == 0 else None,
+                   hatch="//" if m.startswith("random_") else None, edgecolor="white", lw=0.3)
             ax.scatter([x] * len(vals), vals, color="k", s=8, zorder=3)
     ax.set_xticks(range(len(budgets)), [f"{b.removeprefix('labels')}% labels" for b in budgets])
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the bars
     ax.grid(axis="y", alpha=0.3)
     return ax
 
@@ -50,12 +72,14 @@ def learning_curves(per_seed: dict, *, methods=None, budgets=None, metric_label:
             for k, r in enumerate(per_seed[m].get(b, [])):
                 if r["curve"]:
                     steps, vals = zip(*r["curve"])
-                    ax.plot(steps, vals, color=f"C{i}", alpha=0.8, lw=1, label=m if k == 0 else None)
+                    st = method_style(m)
+                    ax.plot(steps, vals, color=st["color"], linestyle=st["linestyle"], alpha=0.85, lw=1,
+                            label=m if k == 0 else None)
         ax.set_title(f"{b.removeprefix('labels')}% labels", fontsize=9)
         ax.set_xlabel("update")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric_label)
-    axes[0][-1].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
@@ -67,7 +91,7 @@ def convergence(runs: list[dict], ax=None, metric_label: str = "validation fg Io
     the budget's schedule stopped that method early."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 3.4))
-    colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(r["method"] for r in runs))}
+    colours = {name: method_style(name)["color"] for name in dict.fromkeys(r["method"] for r in runs)}
     labelled = set()
     for r in runs:  # one colour per method, one pair of lines per seed, labelled once
         for curve, style, label in ((r.get("budget_curve"), "--", f"{r['budget_steps']} updates"),
