@@ -51,8 +51,9 @@ class SegAccumulator:
       still cost the true class at those pixels (they enlarge its union).
       Background is left out: it is large and easy and would inflate the mean.
     * ``dice``: foreground (class != 0) Dice 2|P∩T| / (|P|+|T|), summed over the split.
-    * ``boundary_f`` (+ ``boundary_precision``, ``boundary_recall``): DAVIS "F" on
-      the foreground (class != 0). A mask's boundary is its pixels with a
+    * ``boundary_f`` (+ ``boundary_precision``, ``boundary_recall``): a boundary F-measure on
+      the foreground (class != 0), pooled over the split; not the DAVIS benchmark's F, which is
+      per frame with a disk tolerance and averaged per sequence (``vpe_lib.eval.davis``). A mask's boundary is its pixels with a
       non-mask 8-neighbour; the image edge is not a contour (a mask touching the
       frame has no boundary there). A predicted boundary pixel matches if a true
       boundary pixel lies within ``boundary_px`` in Chebyshev distance (square
