@@ -56,6 +56,7 @@ def test_smoke_report_end_to_end(tmp_path):
     # settings, which its declared section (analysis) does not cover
     reads = json.loads((run_dir / "latents" / "stage_key.json").read_text())["reads"]
     assert {"seg.seeds", "seg.still"} <= set(reads), reads
+    config_walk(run_dir)
     assert summary["metrics"] == m
 
 
@@ -142,3 +143,48 @@ def test_provenance_is_dirty_for_code_changes_not_for_rendered_reports(tmp_path,
     assert report.provenance("smoke", now)["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert report.provenance("smoke", now)["dirty"] is True
+
+
+def config_walk(run_dir):
+    """Every leaf of the resolved config, changed alone, changes the keys of exactly the stages that read it
+    (their declared sections, or the fields the run recorded them reading) and of the stages after them."""
+    import copy
+    from dataclasses import asdict
+
+    from vpe_lib.config import get_config
+    from vpe_lib.report import NOTEBOOK_DIR
+    from vpe_lib.stage_cache import STAGE_INPUTS, UPSTREAM, stage_keys
+    from vpe_lib.stages.common import STAGES
+
+    reads = {s: json.loads((run_dir / s / "stage_key.json").read_text())["reads"] for s in STAGES}
+    notebooks = {s: NOTEBOOK_DIR / f"{nb}.ipynb" for s, nb in STAGES.items()}
+    tree = json.loads(json.dumps(asdict(get_config("smoke")), default=str))
+    base = stage_keys(tree, notebooks, code="c", reads=reads)
+
+    def leaves(node, path=()):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from leaves(v, path + (k,))
+        else:
+            yield path
+
+    def covered(leaf: str, items) -> bool:
+        return any(leaf == i or leaf.startswith(i + ".") for i in items)
+
+    walked = 0
+    for path in leaves(tree):
+        leaf = ".".join(path)
+        changed_tree = copy.deepcopy(tree)
+        node = changed_tree
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = ["<changed>", node[path[-1]]]
+        keys = stage_keys(changed_tree, notebooks, code="c", reads=reads)
+        expected = set()
+        for s in STAGES:  # pipeline order: a stage's upstream is decided before it
+            if (len(path) == 1 or covered(leaf, (*STAGE_INPUTS[s], *reads[s]))
+                    or any(u in expected for u in UPSTREAM[s])):
+                expected.add(s)
+        assert {s for s in STAGES if keys[s]["key"] != base[s]["key"]} == expected, leaf
+        walked += 1
+    assert walked > 100

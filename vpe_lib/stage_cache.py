@@ -91,10 +91,10 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stage_inputs(cfg: RunConfig, stage: str, reads: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
-    """The part of the resolved config a stage reads: the top-level fields, its declared sections, and
-    the fields it was seen reading (`reads`, dotted names)."""
-    full = asdict(cfg)
+def stage_inputs(cfg: RunConfig | dict[str, Any], stage: str, reads: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """The part of the resolved config (a RunConfig or its dict form) a stage reads: the top-level fields,
+    its declared sections, and the fields it was seen reading (`reads`, dotted names)."""
+    full = cfg if isinstance(cfg, dict) else asdict(cfg)
     out = {k: v for k, v in full.items() if not isinstance(v, dict)}
     for item in (*STAGE_INPUTS[stage], *reads):
         out[item] = value_at(full, item)
@@ -105,7 +105,7 @@ def _covered(path: str, declared: tuple[str, ...]) -> bool:
     return any(path == d or path.startswith(d + ".") for d in declared)
 
 
-def stage_key(cfg: RunConfig, stage: str, notebook: Path | None, upstream: dict[str, str], code: str,
+def stage_key(cfg: RunConfig | dict[str, Any], stage: str, notebook: Path | None, upstream: dict[str, str], code: str,
               reads: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """One stage's {"key", "config", "reads", "upstream", "notebook", "code"} (the key digests the rest;
     "reads" lists the recorded fields outside the declared sections)."""
@@ -122,7 +122,7 @@ def stage_key(cfg: RunConfig, stage: str, notebook: Path | None, upstream: dict[
     return {"key": _digest(parts), **parts}
 
 
-def stage_keys(cfg: RunConfig, notebooks: dict[str, Path], code: str | None = None,
+def stage_keys(cfg: RunConfig | dict[str, Any], notebooks: dict[str, Path], code: str | None = None,
                reads: dict[str, list[str]] | None = None) -> dict[str, dict[str, Any]]:
     """stage_key of every stage in pipeline order, each with the recorded `reads` of that stage."""
     code = code or code_version()

@@ -158,15 +158,22 @@ class SegFormerHead(nn.Module):
         return F.interpolate(self.classifier(x), size=size, mode="bilinear", align_corners=False)
 
 
+# name -> builder(feature_info, n_classes, hidden, out_stride): the one place a head is chosen by name
+HEAD_BUILDERS = {
+    "linear": lambda info, n_classes, hidden, out_stride: LinearHead(info, n_classes=n_classes),
+    "conv": lambda info, n_classes, hidden, out_stride: ConvDecoderHead(info, n_classes=n_classes, hidden=hidden,
+                                                                       out_stride=out_stride),
+    "segformer": lambda info, n_classes, hidden, out_stride: SegFormerHead(info, n_classes=n_classes, hidden=hidden,
+                                                                          out_stride=out_stride),
+}
+assert tuple(HEAD_BUILDERS) == HEADS  # the names config validation lists
+
+
 def build_head(kind: str, feature_info: Sequence[FeatureInfo], *, n_classes: int, hidden: int = 64,
                out_stride: int = 1) -> nn.Module:
-    if kind == "linear":
-        return LinearHead(feature_info, n_classes=n_classes)
-    if kind == "conv":
-        return ConvDecoderHead(feature_info, n_classes=n_classes, hidden=hidden, out_stride=out_stride)
-    if kind == "segformer":
-        return SegFormerHead(feature_info, n_classes=n_classes, hidden=hidden, out_stride=out_stride)
-    raise ValueError(f"unknown head {kind!r}; valid: {', '.join(HEADS)}")
+    if kind not in HEAD_BUILDERS:
+        raise ValueError(f"unknown head {kind!r}; valid: {', '.join(HEAD_BUILDERS)}")
+    return HEAD_BUILDERS[kind](feature_info, n_classes, hidden, out_stride)
 
 
 class SegmentationModel(nn.Module):

@@ -20,27 +20,28 @@ if TYPE_CHECKING:  # the config lives with the model; only its type is needed he
 
 
 def build_quantizer(cfg: TokenizerConfig) -> nn.Module:
-    if cfg.quantizer == "vq":
-        return VectorQuantize(
-            dim=cfg.embed_dim,
-            codebook_size=cfg.codebook_size,
-            decay=0.99,
-            kmeans_init=True,  # first training batch initialises the codebook by k-means
-            kmeans_iters=10,
-            threshold_ema_dead_code=2,  # codes with EMA count < 2 are re-seeded from the batch
-            commitment_weight=cfg.commitment_weight,
-            # The library defaults to the rotation trick; an EMA codebook wants the plain
-            # straight-through estimator, so set it explicitly.
-            rotation_trick=False,
-            accept_image_fmap=False,
-            # sync_codebook is left to the library: it syncs the EMA codebook across ranks when
-            # the model is built after torch.distributed.init_process_group (vpe_lib.train.distributed).
-        )
-    if cfg.quantizer == "lfq":
-        return LookupFreeQuantizer(cfg)
-    if cfg.quantizer == "fsq":
-        return FiniteScalarQuantizer(cfg)
-    raise ValueError(f"quantizer {cfg.quantizer!r} not implemented")
+    """The quantizer named by cfg.quantizer (QUANTIZER_BUILDERS: the one place one is chosen by name)."""
+    if cfg.quantizer not in QUANTIZER_BUILDERS:
+        raise ValueError(f"unknown quantizer {cfg.quantizer!r}; valid: {', '.join(QUANTIZER_BUILDERS)}")
+    return QUANTIZER_BUILDERS[cfg.quantizer](cfg)
+
+
+def _vector_quantizer(cfg: TokenizerConfig) -> nn.Module:
+    return VectorQuantize(
+        dim=cfg.embed_dim,
+        codebook_size=cfg.codebook_size,
+        decay=0.99,
+        kmeans_init=True,  # first training batch initialises the codebook by k-means
+        kmeans_iters=10,
+        threshold_ema_dead_code=2,  # codes with EMA count < 2 are re-seeded from the batch
+        commitment_weight=cfg.commitment_weight,
+        # The library defaults to the rotation trick; an EMA codebook wants the plain
+        # straight-through estimator, so set it explicitly.
+        rotation_trick=False,
+        accept_image_fmap=False,
+        # sync_codebook is left to the library: it syncs the EMA codebook across ranks when
+        # the model is built after torch.distributed.init_process_group (vpe_lib.train.distributed).
+    )
 
 
 class _ScalarQuantizer(nn.Module):
@@ -208,3 +209,7 @@ def codebook_stats(codes: Tensor, codebook_size: int) -> dict[str, float]:
         "perplexity": float(torch.exp(-(p * p.log()).sum())),
         "dead_codes": codebook_size - used,
     }
+
+
+# name -> builder(cfg)
+QUANTIZER_BUILDERS = {"vq": _vector_quantizer, "lfq": LookupFreeQuantizer, "fsq": FiniteScalarQuantizer}

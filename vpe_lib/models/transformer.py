@@ -626,12 +626,15 @@ class ARVideoTransformer(_VideoTransformer):
                             self._cond_plane(cond_codes))[1]
 
 
+# name -> class: the one place a predictor is chosen by name
+PREDICTOR_CLASSES = {"masked": MaskedVideoTransformer, "ar": ARVideoTransformer}
+assert tuple(PREDICTOR_CLASSES) == PREDICTORS  # the names config validation lists
+
+
 def build_predictor(kind: str, cfg: TransformerConfig) -> nn.Module:
-    if kind == "masked":
-        return MaskedVideoTransformer(cfg)
-    if kind == "ar":
-        return ARVideoTransformer(cfg)
-    raise ValueError(f"unknown predictor {kind!r}; valid: {', '.join(PREDICTORS)}")
+    if kind not in PREDICTOR_CLASSES:
+        raise ValueError(f"unknown predictor {kind!r}; valid: {', '.join(PREDICTOR_CLASSES)}")
+    return PREDICTOR_CLASSES[kind](cfg)
 
 
 __all__ = [

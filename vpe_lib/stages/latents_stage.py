@@ -42,7 +42,7 @@ from vpe_lib.models.encoders import (PREDICTOR_ENCODERS, ImageEncoder, PixelEnco
                                      TokenizerEncoder)
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.stages.common import require, stage_device, write_json, write_metrics
-from vpe_lib.stages.heads_stage import load_predictor_encoder, predictor_available, random_tokenizer
+from vpe_lib.stages.encoder_loading import load_predictor_encoder, predictor_available, random_tokenizer
 from vpe_lib.stages.pretrain_stage import load_tokenizer
 
 
