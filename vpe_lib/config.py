@@ -452,7 +452,7 @@ def _smoke() -> RunConfig:
 
 def _cpu() -> RunConfig:
     """Meaningful results on 2 CPU cores (the default of `make report`): ~25 minutes on the host the
-    budget was set on, 39 on a 2-core Zen 1 EPYC (measured; the README compares hosts)."""
+    budget was set on, 39 on a 2-core Zen 1 EPYC (measured; docs/running.md compares hosts)."""
     return RunConfig(
         profile="cpu",
         data=DataConfig(
@@ -524,7 +524,7 @@ def _cpu() -> RunConfig:
             lr_grid=(3e-3, 1e-2),
             # the rate searched at 100% labels only, the 10% rows reuse each method's choice: the 25 minutes
             # with the gated pretraining (1000 tokenizer updates, 400 per predictor) need the ~1/8 of the heads
-            # stage this saves (estimated for a 168 GFLOP/s host; the README)
+            # stage this saves (estimated for a 168 GFLOP/s host; docs/running.md)
             lr_search_pcts=(100.0,),
             # a still frame as a 2-frame static clip (the shortest this tokenizer takes): fine-tuning
             # runs at 121 instead of 49 images/s (measured), which is what lets it into this profile
@@ -639,7 +639,7 @@ def _study() -> RunConfig:
     three seeds). Heads: seven encoders with the conv head, frozen and fine-tuned (the prediction
     transformers fine-tuned at 1% labels only), the linear and SegFormer heads at 10%, 1 / 10 / 100%
     labels, three seeds, and the convergence check at 100%. The budget (150 minutes, half of them in
-    pretraining) and what it measured are in the README."""
+    pretraining) and what it measured are in docs/running.md."""
     cfg = _cpu()
     cfg.profile = "study"
     cfg.pretrain.compare_quantizers = ("vq", "lfq", "fsq")
