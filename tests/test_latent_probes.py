@@ -367,3 +367,42 @@ def test_random_draw_seeds_follow_the_heads_stage_seeds():
     assert draw_name("random_tokenizer", 0, 3) == "random_tokenizer" and draw_name("random_ar", 1, 4) == "random_ar@4"
     with pytest.raises(ValueError, match="random_draws"):
         get_config("smoke", {"analysis.random_draws": 0})
+
+
+def test_with_several_pretraining_seeds_the_pretrained_encoders_come_in_draws(tmp_path):
+    """Draw k of a pretrained encoder reads pretraining seed k's models, as the heads stage's seed k does."""
+    import torch
+
+    from vpe_lib.stages.common import start_stage
+    from vpe_lib.stages.data_stage import run_data_stage
+    from vpe_lib.stages.latents_stage import build_encoders, draw_seeds
+    from vpe_lib.stages.predict_stage import run_predict_stage
+    from vpe_lib.stages.pretrain_stage import run_pretrain_stage
+
+    over = {"pretrain.compare_quantizers": [], "pretrain.compare_steps": 0, "pretrain.train.steps": 3,
+            "pretrain.extra_seeds": [1], "predict.train.steps": 3, "predict.study_maskings": [],
+            "predict.n_sample_clips": 2, "predict.models": ["masked"], "predict.per_seed": True,
+            "analysis.encoders": ["tokenizer", "masked", "random_masked"]}
+    for stage, run in (("data", lambda c, o: run_data_stage(c, o, progress=False)),
+                       ("pretrain", lambda c, o: run_pretrain_stage(c, tmp_path, o, progress=False)),
+                       ("predict", lambda c, o: run_predict_stage(c, tmp_path, o, progress=False))):
+        cfg, out = start_stage("smoke", tmp_path, stage, over)
+        run(cfg, out)
+    cfg, _ = start_stage("smoke", tmp_path, "latents", over)
+    encoders = build_encoders(cfg, tmp_path, log=lambda s: None)
+    s = draw_seeds(cfg)
+    assert set(encoders) == {"tokenizer", f"tokenizer@{s[1]}", "masked", f"masked@{s[1]}", "random_masked",
+                             *(f"random_masked@{x}" for x in s[1:])}  # two pretraining seeds: two pretrained draws
+
+    def first_weight(module):
+        return next(iter(module.state_dict().values())).float()
+
+    from vpe_lib.stages.pretrain_stage import load_tokenizer
+
+    tok1 = encoders[f"tokenizer@{s[1]}"][1]
+    seed1 = load_tokenizer(tmp_path, weights=tmp_path / "pretrain" / "seeds" / "seed1" / "final.pt")
+    assert torch.equal(first_weight(tok1), first_weight(seed1))
+    assert not torch.equal(first_weight(encoders["tokenizer"][1]), first_weight(tok1))
+    # the transformer of draw 1 is the one trained on seed 1's tokenizer, and reads that tokenizer's codes
+    assert torch.equal(first_weight(encoders[f"masked@{s[1]}"][0].tokens), first_weight(encoders[f"random_masked@{s[1]}"][0].tokens))
+    assert not torch.equal(first_weight(encoders["masked"][0].predictor), first_weight(encoders[f"masked@{s[1]}"][0].predictor))

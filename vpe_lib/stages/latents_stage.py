@@ -85,24 +85,49 @@ def draw_name(name: str, k: int, seed: int) -> str:
     return name if k == 0 else f"{name}@{seed}"
 
 
+def pretraining_folders(run_dir: Path) -> list[Path]:
+    """The pretrain folders of every pretrained tokenizer, in the heads stage's order: the main one, then
+    the extra pretraining seeds (pretrain/seeds/seed<k>/)."""
+    pre = Path(run_dir) / "pretrain"
+    extra = sorted((pre / "seeds").glob("seed*")) if (pre / "seeds").exists() else []
+    return [pre] + [f for f in extra if (f / "final.pt").exists()]
+
+
 def build_encoders(cfg: RunConfig, run_dir: Path, log: Callable[[str], None], device: torch.device | str = "cpu"
                    ) -> dict[str, tuple[ImageEncoder, VQVAE3D | None]]:
     """The encoders of `analysis.encoders`, built as the heads stage builds them, with the tokenizer
     behind each tokenizer encoder; on `device` (run.device: features only, the probes are closed-form
     on the CPU). Every random twin comes in `analysis.random_draws` draws (`draw_seeds`): the first
-    under its own name, the others as 'name@seed'."""
+    under its own name, the others as 'name@seed'. With several pretraining seeds (pretrain.extra_seeds,
+    predict.per_seed) the pretrained encoders come in draws too, draw k reading pretraining seed k's models
+    as the heads stage's seed k does (and a transformer's random twin sits on that seed's tokenizer), so
+    their intervals include pretraining's variance."""
     seeds = draw_seeds(cfg)
     still = dict(still=cfg.seg.still, clip_frames=cfg.seg.still_clip_frames or None)
+    folders = pretraining_folders(run_dir)
+    main = Path(run_dir) / "pretrain"
     out: dict[str, tuple[ImageEncoder, VQVAE3D | None]] = {}
+
+    def tokenizer_seed(kind: str, k: int) -> int | None:
+        folder = folders[k % len(folders)]
+        if folder == main:
+            return None
+        n = int(folder.name.removeprefix("seed"))
+        return n if (Path(run_dir) / "predict" / kind / f"seed{n}.json").exists() else None
+
     for name in cfg.analysis.encoders:
-        draws = list(enumerate(seeds)) if name.startswith("random_") else [(0, seeds[0])]
+        random = name.startswith("random_")
+        draws = list(enumerate(seeds)) if random else list(enumerate(seeds))[:max(1, len(folders))]
         if name == "pixels":
             out[name] = (PixelEncoder(), None)
         elif name in ("tokenizer", "random_tokenizer"):
             pretrained = load_tokenizer(run_dir)  # read once: the random draws need only its config
             for k, seed in draws:
-                # the heads stage's random draw of this seed
-                tok = random_tokenizer(pretrained.cfg, seed) if name == "random_tokenizer" else pretrained
+                folder = folders[k % len(folders)]
+                if random:  # the heads stage's random draw of this seed
+                    tok = random_tokenizer(pretrained.cfg, seed)
+                else:
+                    tok = pretrained if folder == main else load_tokenizer(run_dir, weights=folder / "final.pt")
                 tok = tok.channels_last_().to(device)  # the whole tokenizer: still_codes uses its quantizer
                 out[draw_name(name, k, seed)] = (TokenizerEncoder(tok, **still), tok)
         elif name in PREDICTOR_ENCODERS:
@@ -110,9 +135,11 @@ def build_encoders(cfg: RunConfig, run_dir: Path, log: Callable[[str], None], de
                 log(f"latents: no {name.removeprefix('random_')!r} predictor in {run_dir / 'predict'}: "
                     f"the {name} rows are skipped")
                 continue
+            kind = name.removeprefix("random_")
             for k, seed in draws:
                 out[draw_name(name, k, seed)] = (load_predictor_encoder(
-                    run_dir, name, seed, clip_frames=cfg.predict.clip_frames, device=device)[0], None)
+                    run_dir, name, seed, clip_frames=cfg.predict.clip_frames, device=device,
+                    tokenizer_seed=tokenizer_seed(kind, k))[0], None)
     return out
 
 
