@@ -25,3 +25,18 @@ def test_the_explorer_notebooks_are_not_report_pages():
     explorers = [p for p in NOTEBOOKS if p.stem.startswith("explore_")]
     assert {p.stem for p in explorers} == {"explore_latents", "explore_predictions"}
     assert not set(stems) & {p.stem for p in explorers} and len(NOTEBOOKS) == len(stems) + len(explorers)
+
+
+def test_page_titles_number_as_the_notebooks_and_the_stage_modules_agree():
+    import re
+
+    from vpe_lib.stages.common import STAGES
+
+    package = Path(__file__).resolve().parents[1] / "vpe_lib" / "stages"
+    modules = {"data": "data_stage", "pretrain": "pretrain_stage", "predict": "predict_stage",
+               "latents": "latents_stage", "heads": "heads_stage", "results": "results_stage"}
+    for stage, stem in STAGES.items():
+        nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / f"{stem}.ipynb", as_version=4)
+        assert nb.cells[0].source.startswith(f"# {stem[:2]} ·"), stem  # the page title carries its number
+        first = (package / f"{modules[stage]}.py").read_text().splitlines()[0]
+        assert re.match(rf'"""Stage {stem[:2]}\b', first), (stage, first)

@@ -1,4 +1,4 @@
-"""Stage 04: the segmentation study. Does a video-pretrained encoder segment objects from a
+"""Stage 05: the segmentation study. Does a video-pretrained encoder segment objects from a
 single still image better than the same architecture with random weights, and than a UNet
 trained from scratch?
 

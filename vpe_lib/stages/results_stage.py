@@ -1,4 +1,4 @@
-"""Stage 05: gather every stage's metrics into one table and the headline comparisons.
+"""Stage 06: gather every stage's metrics into one table and the headline comparisons.
 
 The segmentation study's table and its one-sentence answers are built here from the flat
 metrics (`seg/<metric>/<method>/labels<pct>`), so the notebook, the index page and the tests
