@@ -214,3 +214,14 @@ def test_every_method_of_the_study_grid_has_its_own_colour_and_a_family_hue():
     assert method_style("random_ar/conv/frozen")["linestyle"] == "--"
     blue = method_style("tokenizer/conv/frozen")["color"]
     assert blue[2] > blue[0] and method_style("unet")["color"][0] > method_style("unet")["color"][2]  # the hues
+
+
+def test_a_real_data_index_has_no_pushworld_rows_or_words():
+    m = {k.replace("seg/", "seg/davis/", 1): v for k, v in _metrics().items()}
+    m["data/frames_per_s"] = 1000.0  # the PushWorld generator still ran (stage 01), but the study is on DAVIS
+    summary = {"metrics": m, "provenance": {"profile": "cpu", "commit": "abc", "dirty": False,
+                                            "hardware": {"cpu_count": 2, "gpu": None}, "torch": "x", "start_time": "t"},
+               "wall_time_s": {"total": 1.0}, "status": "ok"}
+    page = render_index(summary, [])
+    assert "PushWorld generation" not in page and "objects + arm" not in page and "every labelled object" in page
+    assert "UNet − colour baseline" not in page  # no number for it: left out, not blank

@@ -333,7 +333,8 @@ def _study_table(m: dict[str, Any]) -> str:
             "wholly above 0 beats, wholly below is behind, one that contains or touches 0 is no measurable difference "
             "(on the unrounded bounds). The intervals are per comparison; the Holm-adjusted p-value beside each "
             "accounts for the whole table.</p>")
-    return (note + "<table><tr><th>labels</th><th>method</th><th>fg IoU (objects + arm)</th><th>objects only</th>"
+    fg = "fg IoU (objects + arm)" if prefix == "seg" else "fg IoU (every labelled object)"
+    return (note + f"<table><tr><th>labels</th><th>method</th><th>{fg}</th><th>objects only</th>"
             "<th>Δ UNet [95% CI]</th><th>Δ random weights [95% CI]</th><th>learning curve</th></tr>"
             f"{body}</table>")
 
@@ -410,8 +411,9 @@ def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
         f"{' ± ' + _fmt(r['fg_iou_std']) if r['fg_iou_std'] is not None else ''}</td><td>{_fmt(r['miou'])}</td></tr>"
         for r in seg
     )
+    real = seg_prefix(m) != "seg"  # a real-data source (seg/davis/..., seg/coco/...): no PushWorld rows or words
     headline = [
-        ("PushWorld generation (frames/s, one process)", m.get("data/frames_per_s"), 0),
+        ("PushWorld generation (frames/s, one process)", None if real else m.get("data/frames_per_s"), 0),
         ("Tokenizer PSNR on held-out clips (dB)", m.get("tokenizer/psnr_db"), 2),
         ("Tokenizer codebook utilisation", m.get("tokenizer/codebook_utilisation"), 3),
         ("Tokenizer rate (bits per pixel, log2 codebook per token)", m.get("tokenizer/bits_per_pixel"), 3),
@@ -428,7 +430,8 @@ def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
                   f"<td>{_fmt(r['codebook_perplexity'], 0)}</td></tr>" for r in quant)
         + "</table>")
     verdict = "".join(f"<li>{html.escape(a)}</li>" for a in _answers(summary))
-    head_html = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v, d)}</td></tr>" for k, v, d in headline)
+    head_html = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v, d)}</td></tr>" for k, v, d in headline
+                        if v is not None)  # a row this run has no number for is left out, not shown blank
     links = "".join(f'<li><a href="{href}">{html.escape(name)}</a> '
                     f"({_page_time(summary, name)})</li>" for name, href in pages)
     hw = prov["hardware"]
