@@ -394,6 +394,10 @@ def test_davis_layout_by_parameter(tmp_path):
     assert 0 <= m["seg/davis/fg_iou/tokenizer/conv/frozen/labels100"] <= 1
     assert 0 <= m["seg/davis/fg_iou/unet/labels100"] <= 1
     assert m["seg/davis/n_test_frames"] == 10  # motocross-jump: 40 frames, every 4th
+    for k in ("j_mean", "f_mean", "jf_mean", "j_recall", "f_decay"):  # the benchmark's J and F beside the pooled IoU
+        assert -1 <= m[f"seg/davis/{k}/unet/labels100"] <= 1, k
+    jf = m["seg/davis/jf_mean/unet/labels100"]
+    assert jf == pytest.approx((m["seg/davis/j_mean/unet/labels100"] + m["seg/davis/f_mean/unet/labels100"]) / 2)
     assert not any(k.startswith("seg/fg_iou") for k in m)  # never mistaken for PushWorld rows
 
 

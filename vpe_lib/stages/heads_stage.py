@@ -38,6 +38,7 @@ from vpe_lib.data.feature_store import FeatureStore, LevelView, write_feature_st
 from vpe_lib.data.samplers import FrameBatches, to_unit_range
 from vpe_lib.data.seg_sources import load_labelled_splits, parse_source
 from vpe_lib.eval.baselines import colour_baseline, fit_frame_difference, frame_difference
+from vpe_lib.eval.davis import davis_scores
 from vpe_lib.eval.segmentation import (SegAccumulator, coco_ground_truth, curve_status, instance_ap,
                                        paired_difference, semantic_to_instances)
 from vpe_lib.models.encoders import (PREDICTOR_ENCODERS, ImageEncoder, LevelSelect, PixelEncoder, PredictorEncoder,
@@ -433,15 +434,25 @@ class Study:
     # -- scoring
 
     def score(self, pred: np.ndarray) -> dict[str, float]:
+        test = self.splits["test"]
         acc = SegAccumulator(self.n_classes, object_classes=self.object_classes)
-        acc.update(pred, self.splits["test"].semantic)
+        acc.update(pred, test.semantic)
         r = acc.result()
-        return {k: r[k] for k in ("fg_iou", "fg_iou_objects", "miou", "dice", "boundary_f", "pixel_acc")}
+        out = {k: r[k] for k in ("fg_iou", "fg_iou_objects", "miou", "dice", "boundary_f", "pixel_acc")}
+        if self.source == "davis":  # the benchmark's J, F and J&F on the foreground, per sequence (at the
+            # model's resolution: the native-resolution scoring is still to come)
+            d = davis_scores(pred != 0, test.semantic != 0, test.video_ids)
+            out.update({k: d[k] for k in DAVIS_KEYS})
+        return out
+
+
+# the DAVIS benchmark's numbers of a run on a DAVIS source (vpe_lib.eval.davis), beside the pooled IoU
+DAVIS_KEYS = ("j_mean", "j_recall", "j_decay", "f_mean", "f_recall", "f_decay", "jf_mean")
 
 
 def _summarise(records: list[dict]) -> dict[str, float]:
     out = {}
-    for key in ("fg_iou", "fg_iou_objects", "miou", "dice", "boundary_f", "ap", "ap50", "ap75"):
+    for key in ("fg_iou", "fg_iou_objects", "miou", "dice", "boundary_f", "ap", "ap50", "ap75", *DAVIS_KEYS):
         vals = np.array([r[key] for r in records if key in r], float)
         if len(vals):
             out[key] = float(vals.mean())
