@@ -63,7 +63,7 @@ def test_damaged_or_incomplete_stores_are_refused(tmp_path):
 _PEAK = """
 import resource, sys, numpy as np, torch
 from vpe_lib.data.feature_store import write_feature_store
-from vpe_lib.stages.heads_stage import CachedFeatureBatches
+from vpe_lib.stages.head_training import CachedFeatureBatches
 n, folder = int(sys.argv[1]), sys.argv[2]
 torch.set_num_threads(1)
 def compute(a, b):  # 16 x 64 x 64 float16 = 131 kB a frame, like a tokenizer's stride-1 map

@@ -12,7 +12,7 @@ from vpe_lib.eval.baselines import colour_baseline, fit_frame_difference, frame_
 from vpe_lib.models.encoders import TokenizerEncoder
 from vpe_lib.models.heads import SegmentationModel, build_head
 from vpe_lib.models.tokenizer import TokenizerConfig, VQVAE3D
-from vpe_lib.stages.heads_stage import (
+from vpe_lib.stages.head_training import (
     CachedFeatureBatches,
     HeadOnFeatures,
     encoder_features,
@@ -80,7 +80,7 @@ def test_method_grid_and_names():
 
 def test_lr_search_at_chosen_budgets_only():
     from vpe_lib.config import get_config
-    from vpe_lib.stages.heads_stage import row_work, searches_lr
+    from vpe_lib.stages.heads_grid import row_work, searches_lr
 
     s = get_config("study").seg  # lr searched at 10% only: 2 rates + 2 more seeds there, 3 seeds elsewhere
     assert [searches_lr(s, q) for q in s.label_pcts] == [False, True, False]
@@ -92,7 +92,7 @@ def test_lr_search_at_chosen_budgets_only():
 
 def test_fine_tuned_predictors_and_other_heads_run_at_the_budgets_asked():
     from vpe_lib.config import get_config
-    from vpe_lib.stages.heads_stage import grid_plan
+    from vpe_lib.stages.heads_grid import grid_plan
 
     s = get_config("study").seg
     methods = main_methods(["tokenizer", "masked"], ["conv", "linear"], ["frozen", "finetuned"],
@@ -181,7 +181,7 @@ def test_seg_config_rejects_unknown_names():
 
 
 def test_head_on_cached_features_matches_the_full_model(tmp_path):
-    from vpe_lib.stages.heads_stage import encoder_feature_store
+    from vpe_lib.stages.head_training import encoder_feature_store
 
     torch.manual_seed(0)
     enc = TokenizerEncoder(VQVAE3D(cfg=TINY)).eval()
@@ -207,7 +207,7 @@ def test_head_on_cached_features_matches_the_full_model(tmp_path):
 
 
 def test_best_on_validation_keeps_the_best_weights_and_forgets_them_on_a_fresh_start(tmp_path):
-    from vpe_lib.stages.heads_stage import BestOnValidation
+    from vpe_lib.stages.head_training import BestOnValidation
 
     model = torch.nn.Linear(2, 1)
     best = BestOnValidation(tmp_path / "best.pt", fresh=True)
@@ -292,7 +292,7 @@ def test_heads_stage_at_smoke_scale(tmp_path):
     seed1 = json.loads((out / "ar" / "seed1.json").read_text())
     assert seed1["tokenizer"].endswith("seeds/seed1/final.pt") and seed1["folder"] != \
         json.loads((out / "ar" / "latest.json").read_text())["folder"]
-    from vpe_lib.stages.heads_stage import Study
+    from vpe_lib.stages.heads_study import Study
     study = Study(cfg, tmp_path, tmp_path / "probe_study", progress=False)
     idents = [study.predictor_encoder("ar", seed, k)[1] for k, seed in enumerate((0, 1))]
     assert idents[0] != idents[1]  # seed index 1: the transformer trained on tokenizer seed 1
@@ -428,7 +428,7 @@ def test_predictor_features_from_a_shared_token_store_equal_the_encoders_own(tmp
     stores it then writes hold the same bytes as running each encoder whole."""
     from vpe_lib.models.encoders import PredictorEncoder
     from vpe_lib.models.transformer import TransformerConfig, build_predictor
-    from vpe_lib.stages.heads_stage import encoder_feature_store, predictor_feature_store, token_store
+    from vpe_lib.stages.head_training import encoder_feature_store, predictor_feature_store, token_store
 
     torch.manual_seed(0)
     tiny = dataclasses.replace(TINY, clip_frames=4)
