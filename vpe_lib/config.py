@@ -597,6 +597,9 @@ def _gpu_long() -> RunConfig:
             seeds=(0, 1, 2),
             frame_stride=1,
             test_frame_stride=1,
+            # the seed paper's configuration (the transformers fine-tuned end to end) at every label budget:
+            # on a GPU it costs what the CPU study cannot afford (seg.finetune_predictor_pcts there)
+            finetune_predictors=True,
         ),
         analysis=AnalysisConfig(embedding="umap", n_points=10_000, probe_train_videos=500, frames_per_video=2,
                                 fate_frames=4),
@@ -623,6 +626,7 @@ def _gpu() -> RunConfig:
     pr.probe_videos = 200
     s = cfg.seg
     s.encoders = ("tokenizer", "random_tokenizer", "masked", "random_masked")
+    s.finetune_predictors = False  # gpu-long's; its minutes are not in this profile's ten
     s.label_pcts = (10.0, 100.0)
     s.train = dataclasses.replace(s.train, steps=300, warmup_steps=30, eval_every=60, ckpt_every=0)
     s.frame_stride, s.test_frame_stride = 6, 5  # 40k labelled frames with flips: features fit in host RAM
