@@ -1,6 +1,6 @@
 """DAVIS J and F by the benchmark's definitions (vpe_lib.eval.davis): hand-computable masks, and a saved case
 whose per-frame J and F and per-sequence statistics were computed once by the davis2017-evaluation code
-(tests/data/davis_case.{npz,json}: random blobs at 60x90, an empty prediction, an empty frame, three sequences)."""
+(tests/data/davis_case.json, masks bit-packed: random blobs at 60x90, an empty prediction, an empty frame, three sequences)."""
 
 import json
 from pathlib import Path
@@ -47,9 +47,14 @@ def test_statistics_mean_recall_decay():
 
 
 def test_the_saved_case_matches_the_reference_code_to_1e_6():
-    arrays = np.load(DATA / "davis_case.npz")
     ref = json.loads((DATA / "davis_case.json").read_text())
-    pred, truth, seqs = arrays["pred"], arrays["truth"], arrays["seqs"]
+    masks = ref["masks"]  # bit-packed as hex: text, not a binary file
+    n = int(np.prod(masks["shape"]))
+
+    def unpack(hexed):
+        return np.unpackbits(np.frombuffer(bytes.fromhex(hexed), np.uint8))[:n].reshape(masks["shape"]).astype(bool)
+
+    pred, truth, seqs = unpack(masks["pred"]), unpack(masks["truth"]), np.array(masks["seqs"])
     assert [region_j(p, t) for p, t in zip(pred, truth)] == pytest.approx(ref["J"], abs=1e-6)
     assert [boundary_f(p, t) for p, t in zip(pred, truth)] == pytest.approx(ref["F"], abs=1e-6)
     scores = davis_scores(pred, truth, seqs)
