@@ -166,6 +166,26 @@ def _show(fig) -> None:
     plt.close(fig)
 
 
+def bind_controls(explorer, controls: dict):
+    """An Output showing explorer.render(), redrawn whenever a control moves: each control's value is set on
+    the explorer under the control's name first (the widgets' one loop, for every explorer)."""
+    import ipywidgets as w
+
+    out = w.Output()
+
+    def redraw(_=None):
+        for name, c in controls.items():
+            setattr(explorer, name, c.value)
+        out.clear_output(wait=True)
+        with out:
+            _show(explorer.render())
+
+    for c in controls.values():
+        c.observe(redraw, names="value")
+    redraw()
+    return out
+
+
 def _code_colours(codes: np.ndarray, codebook_size: int) -> np.ndarray:
     """A fixed colour per code id (hashed, so neighbouring ids differ), h w -> h w 3 uint8."""
     rng = np.random.default_rng(12345)
@@ -241,18 +261,7 @@ class LatentExplorer:
             "row": w.IntSlider(self.row, 0, h_lat - 1, description="token row"),
             "col": w.IntSlider(self.col, 0, w_lat - 1, description="token col"),
         }
-        out = w.Output()
-
-        def redraw(_=None):
-            for name, s in sliders.items():
-                setattr(self, name, s.value)
-            out.clear_output(wait=True)
-            with out:
-                _show(self.render())
-
-        for s in sliders.values():
-            s.observe(redraw, names="value")
-        redraw()
+        out = bind_controls(self, sliders)
         self.sliders, self.output = sliders, out
         return w.VBox([w.HBox(list(sliders.values())[:3]), w.HBox(list(sliders.values())[3:]), out])
 

@@ -222,7 +222,7 @@ class PredictionExplorer:
     def _build(self):
         import ipywidgets as w
 
-        from vpe_lib.explorers import _show
+        from vpe_lib.explorers import bind_controls
 
         d = self.data
         controls = {
@@ -232,18 +232,7 @@ class PredictionExplorer:
             "seed": w.IntSlider(self.seed, 0, 99, description="seed"),
             "step": w.IntSlider(self.step, 1, d.maskgit_steps, description="decoding step"),
         }
-        out = w.Output()
-
-        def redraw(_=None):
-            for name, c in controls.items():
-                setattr(self, name, c.value)
-            out.clear_output(wait=True)
-            with out:
-                _show(self.render())
-
-        for c in controls.values():
-            c.observe(redraw, names="value")
-        redraw()
+        out = bind_controls(self, controls)
         self.controls, self.output = controls, out
         return w.VBox([w.HBox([controls["clip"], controls["model"], controls["temperature"]]),
                        w.HBox([controls["seed"], controls["step"]]), out])
