@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from vpe_lib.config import get_config  # noqa: E402
+from vpe_lib.data.prediction_videos import PushWorldVideos  # noqa: E402
 from vpe_lib.data.store import PushWorldStore, build_dataset  # noqa: E402
 from vpe_lib.explore.predictions import (NoPredictionModels, PredictionData, PredictionExplorer,  # noqa: E402
                                          prediction_explorer)
@@ -27,16 +28,17 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("pw")
     build_dataset(root, cfg.data.world, n_train=1, n_test=3, videos_per_shard=3, seed=3, workers=1, progress=False)
     store = PushWorldStore(root, "test")
+    videos = PushWorldVideos(store, range(len(store)))
     torch.manual_seed(0)
     tok = VQVAE3D(cfg=cfg.pretrain.tokenizer).eval()
-    tokens = tokenize_clips(tok, store, range(len(store)), clip_frames=4, cond_frames=1)
+    tokens = tokenize_clips(tok, videos, clip_frames=4, cond_frames=1)
     K = tok.cfg.codebook_size
     future, cond = tokens["codes"][:, 1:], tokens["cond"][:, 0]
     unigram = unigram_log_probs(future, K)
     table = TablePrior(code_table(future, cond, K), unigram, 0.3)
     tcfg = TransformerConfig(codebook_size=K, grid=tuple(tokens["codes"].shape[1:]), dim=16, depth=1, heads=2)
     models = {kind: build_predictor(kind, tcfg).eval() for kind in ("masked", "ar")}
-    return PredictionData(tok, models, tokens, store, table, clip_frames=4, maskgit_steps=4)
+    return PredictionData(tok, models, tokens, videos, table, clip_frames=4, maskgit_steps=4)
 
 
 def pixels(fig) -> np.ndarray:

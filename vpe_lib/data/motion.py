@@ -34,7 +34,7 @@ from .video import block_velocities, export_mp4, iter_motion_vectors, read_video
 
 __all__ = [
     "MOTION_SOURCES", "MOTION_VERSION", "codec_motion", "codec_motion_from_file", "fill_missing",
-    "block_matching_motion", "token_motion", "token_flow", "true_moving_tokens",
+    "block_matching_motion", "token_motion", "token_flow", "true_moving_tokens", "moving_tokens",
     "motion_for_masking", "MotionCache", "moving_square_clip",
 ]
 
@@ -260,8 +260,14 @@ def true_moving_tokens(flow: np.ndarray, grid, *, threshold: float = 0.5,
     only speed matters; note PushWorld's last frame then counts as static.
     """
     flow = remove_camera_motion(flow)
-    moving = np.hypot(flow[..., 0], flow[..., 1]) > threshold
-    return _pool(moving.astype(np.float32), grid) >= min_fraction
+    return moving_tokens(np.hypot(flow[..., 0], flow[..., 1]) > threshold, grid, min_fraction=min_fraction)
+
+
+def moving_tokens(moving: np.ndarray, grid, *, min_fraction: float = 0.25) -> np.ndarray:
+    """Tokens (t, h, w) bool of per-pixel motion masks (T, H, W), from whatever measure (flow, or a
+    frame-difference proxy where no flow exists): a token moves if at least ``min_fraction`` of its
+    pixels do."""
+    return _pool(np.asarray(moving, np.float32), grid) >= min_fraction
 
 
 # ---------------------------------------------------------------------------

@@ -27,10 +27,9 @@ from torch import nn
 
 from vpe_lib.config import load_config
 from vpe_lib.data.samplers import from_unit_range
-from vpe_lib.data.store import PushWorldStore
 from vpe_lib.models.transformer import ARVideoTransformer, MaskedVideoTransformer, build_predictor
 from vpe_lib.stages.common import require
-from vpe_lib.stages.predict_stage import cached_tokens, code_table_bits, fit_baselines
+from vpe_lib.stages.predict_stage import cached_tokens, code_table_bits, fit_baselines, stage_videos
 from vpe_lib.stages.predictor_training import load_predictor, predictor_folder
 from vpe_lib.stages.pretrain_stage import load_tokenizer
 
@@ -43,14 +42,14 @@ class NoPredictionModels(FileNotFoundError):
 
 class PredictionData:
     """One run's test clips as the prediction models see them: `tokens` (codes N t h w, cond N cf h w,
-    video N, start N, as stage 03 caches them), the true frames from `store`, the tokenizer that
+    video N, start N, as stage 03 caches them), the true frames from `videos` (a PredictionVideos), the tokenizer that
     decodes codes, the models by name, and the code table (`table`: predict_stage.TablePrior)."""
 
-    def __init__(self, tokenizer, models: dict[str, nn.Module], tokens: dict[str, np.ndarray], store, table, *,
+    def __init__(self, tokenizer, models: dict[str, nn.Module], tokens: dict[str, np.ndarray], videos, table, *,
                  clip_frames: int, maskgit_steps: int = 12):
         if not models:
             raise NoPredictionModels("no prediction model given")
-        self.tokenizer, self.models, self.store, self.table = tokenizer.eval(), models, store, table
+        self.tokenizer, self.models, self.videos, self.table = tokenizer.eval(), models, videos, table
         self.codes = tokens["codes"].astype(np.int64)
         self.cond = tokens["cond"].astype(np.int64)
         self.video, self.start = tokens["video"], tokens["start"]
@@ -72,7 +71,7 @@ class PredictionData:
 
     def true_frames(self, i: int) -> np.ndarray:
         s = int(self.start[i])
-        return self.store.get("frames", int(self.video[i]), slice(s, s + self.clip_frames))
+        return self.videos.frames(int(self.video[i]), slice(s, s + self.clip_frames))
 
     @torch.no_grad()
     def decode(self, codes: np.ndarray) -> np.ndarray:
@@ -247,14 +246,15 @@ def prediction_explorer(run_dir: str | Path, *, random_twins: bool = True, **kw)
     if not kinds:
         skipped = ""
         metrics = predict / "metrics.json"
-        if metrics.exists() and "predict/skipped_not_pushworld" in json.loads(metrics.read_text()):
-            skipped = " (stage 03 skipped it: it trains on PushWorld only so far)"
+        if metrics.exists() and "predict/skipped_no_video" in json.loads(metrics.read_text()):
+            skipped = " (stage 03 skipped it: the run's data source holds still images, no video)"
         raise NoPredictionModels(
             f"{run_dir} has no prediction models{skipped}: neither {predict / 'masked' / 'latest.json'} nor "
             f"{predict / 'ar' / 'latest.json'} exists; run notebook 03_predict (or `vpe report`) with this run_dir first")
     cfg = load_config(require(run_dir, "predict", "config.json") / "config.json")
     tokenizer = load_tokenizer(run_dir)
-    tokens, _ = cached_tokens(cfg, run_dir, predict, tokenizer)
+    videos = stage_videos(cfg, run_dir)
+    tokens, _ = cached_tokens(cfg, run_dir, predict, tokenizer, videos=videos)
     K, cf = tokenizer.cfg.codebook_size, cfg.predict.cond_frames
     _, table, _ = fit_baselines(tokens, K, cf)
     grid = tuple(tokens["test"]["codes"].shape[1:])
@@ -265,7 +265,6 @@ def prediction_explorer(run_dir: str | Path, *, random_twins: bool = True, **kw)
         for kind in kinds:
             torch.manual_seed(10_000)  # as the heads stage draws seed 0's twin
             models[f"random_{kind}"] = build_predictor(kind, models[kind].cfg).eval()
-    store = PushWorldStore(require(run_dir, "data", "pushworld/manifest.json") / "pushworld", "test")
-    data = PredictionData(tokenizer, models, tokens["test"], store, table, clip_frames=cfg.predict.clip_frames,
+    data = PredictionData(tokenizer, models, tokens["test"], videos["test"], table, clip_frames=cfg.predict.clip_frames,
                           maskgit_steps=cfg.predict.maskgit_steps)
     return PredictionExplorer(data, **kw)

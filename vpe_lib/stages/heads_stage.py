@@ -58,12 +58,13 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     gt = coco_ground_truth(test.instance, test.semantic, class_names=study.class_names,
                            classes=study.object_classes) if s.coco_ap and test.instance is not None else None
     encoders = list(s.encoders)
-    if study.source != "pushworld" and any(e in PREDICTOR_ENCODERS for e in encoders):
-        # stage 03 trains the predictors on PushWorld only (so far): say so, do not fail or hide it
+    if study.source == "coco" and any(e in PREDICTOR_ENCODERS for e in encoders):
+        # stage 03 has no video to train the predictors on (still images): methods not run, listed apart
+        # from skipped data, with the reason
         dropped = [e for e in encoders if e in PREDICTOR_ENCODERS]
         encoders = [e for e in encoders if e not in PREDICTOR_ENCODERS]
-        study.skipped.append({"path": cfg.data.source, "kind": "encoders " + ", ".join(dropped),
-                              "reason": "the prediction stage (03) trains on PushWorld only so far"})
+        study.not_run.append({"methods": dropped, "reason": "the source holds still images: the prediction "
+                              "stage (03) has no video to train the transformers on"})
     methods = main_methods(encoders, s.heads, s.modes, s.finetune_heads, s.head_encoders, s.finetune_predictors)
     largest = max(s.label_pcts)
     ablations = ablation_methods(cfg, study)
@@ -125,7 +126,7 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     if study.source != "pushworld":  # seg/davis/..., seg/coco/...: never mistaken for PushWorld rows
         metrics = {k.replace("seg/", f"seg/{study.source}/", 1): v for k, v in metrics.items()}
         metrics[f"seg/{study.source}/n_skipped"] = len(study.skipped)
-    write_json(out / "skipped.json", {"skipped": study.skipped})
+    write_json(out / "skipped.json", {"skipped": study.skipped, "methods_not_run": study.not_run})
     write_json(out / "per_seed.json", {m: {p: [{k: v for k, v in r.items()} for r in rs] for p, rs in d.items()}
                                        for m, d in per_run.items()})
     write_json(out / "lr_search.json", lr_search)

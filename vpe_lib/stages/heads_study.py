@@ -53,7 +53,8 @@ class Study:
         require(run_dir, "pretrain", "final.pt")
         s = self.s
         self.source = parse_source(cfg.data.source)[0]
-        self.skipped: list[dict] = []
+        self.skipped: list[dict] = []  # data skipped (unreadable files, ...)
+        self.not_run: list[dict] = []  # methods not run on this source, each with its reason
         if self.source == "pushworld":
             data_dir = require(run_dir, "data", "pushworld/manifest.json")
             self.splits, self.previous = pushworld_splits(data_dir / "pushworld", n_val_videos=s.n_val_videos,

@@ -20,9 +20,10 @@ import torch
 from einops import rearrange, repeat
 
 from vpe_lib.config import RunConfig
-from vpe_lib.data.motion import (MotionCache, block_matching_motion, codec_motion, fill_missing, remove_camera_motion,
-                                 token_motion, true_moving_tokens)
+from vpe_lib.data.motion import (MotionCache, block_matching_motion, codec_motion, fill_missing, moving_tokens,
+                                 token_motion)
 from vpe_lib.data.errors import DataError
+from vpe_lib.data.prediction_videos import PredictionVideos
 from vpe_lib.data.samplers import to_unit_range
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.eval.probes import foreground_probe_iou, motion_probe_r2, token_targets
@@ -41,13 +42,14 @@ def budget_name(fraction: float) -> str:
     return f"x{fraction:.2g}"
 
 
-def video_clip_motion(store: PushWorldStore, video: int, starts, clip_frames: int, grid, cache: MotionCache,
+def video_clip_motion(videos: PredictionVideos, video: int, starts, clip_frames: int, grid, cache: MotionCache,
                       source: str) -> np.ndarray:
-    """Token motion magnitude (n_clips, t, h, w) of a video's clips, from the codec's motion vectors of
-    the whole video (camera median removed, I-frames and intra blocks filled) or, when configured,
-    block matching; cached per video (a few KB, not the per-pixel field)."""
+    """Token motion magnitude (n_clips, t, h, w) of a video's clips, from the motion vectors of the
+    whole video's H.264 encoding (its decoded frames encoded once, as a user's camera would; camera median
+    removed, I-frames and intra blocks filled) or, when configured, block matching; cached per video
+    (a few KB, not the per-pixel field)."""
     def compute() -> np.ndarray:
-        frames = store.get("frames", video)
+        frames = videos.frames(video)
         if source == "block_matching":
             field = block_matching_motion(frames)
         else:
@@ -55,28 +57,28 @@ def video_clip_motion(store: PushWorldStore, video: int, starts, clip_frames: in
             if not valid.any():
                 raise DataError("the H.264 encoding of this video carries no motion vectors; set "
                                 "predict.motion_source=block_matching to use block matching instead",
-                                path=f"{store.root} ({store.split} video {video})", field="motion_vectors")
+                                path=f"{videos.name} video {video}", field="motion_vectors")
             field = fill_missing(field, valid)
         return np.stack([token_motion(field[s:s + clip_frames], grid) for s in starts]).astype(np.float32)
-    key = {"split": store.split, "video": int(video), "source": source, "grid": list(grid), "root": str(store.root),
+    key = {**videos.identity, "video": int(video), "source": source, "grid": list(grid),
            "starts": [int(s) for s in starts], "clip_frames": clip_frames}
     return cache.get(key, compute)
 
 
-def clip_motions(store: PushWorldStore, tokens: dict, grid, clip_frames: int, cache: MotionCache,
+def clip_motions(videos: PredictionVideos, tokens: dict, grid, clip_frames: int, cache: MotionCache,
                  source: str) -> np.ndarray:
     """(N, t, h, w) token motion magnitude of every clip of `tokens`, for MGM."""
     out = np.zeros((len(tokens["video"]), *grid), np.float32)
     for v in np.unique(tokens["video"]):
         rows = np.flatnonzero(tokens["video"] == v)
-        out[rows] = video_clip_motion(store, int(v), tokens["start"][rows], clip_frames, grid, cache, source)
+        out[rows] = video_clip_motion(videos, int(v), tokens["start"][rows], clip_frames, grid, cache, source)
     return out
 
 
-def measure_motion_cost(store: PushWorldStore, videos, *, block: int = 8) -> dict[str, float]:
+def measure_motion_cost(videos: PredictionVideos, ids, *, block: int = 8) -> dict[str, float]:
     """ms per frame of codec vectors (encode + decode with export_mvs + field) against block matching,
     on the same frames in one run."""
-    frames = [store.get("frames", int(v)) for v in videos]
+    frames = [videos.frames(int(v)) for v in ids]
     n = sum(len(f) for f in frames)
     t0 = time.perf_counter()
     for f in frames:
@@ -90,14 +92,15 @@ def measure_motion_cost(store: PushWorldStore, videos, *, block: int = 8) -> dic
             "mv/block_matching_over_codec": bm_s / codec_s}
 
 
-def probe_frames(store: PushWorldStore, videos, per_video: int):
-    """Still frames, foreground masks and true motion magnitude (camera removed) of some videos."""
-    t = np.linspace(0, store.n_frames - 2, per_video).round().astype(int)  # each frame has a next one
+def probe_frames(videos: PredictionVideos, ids, per_video: int):
+    """Still frames, foreground masks and motion magnitude (`videos.motion_kind`: true flow with the
+    camera removed, or the frame-difference proxy) of some videos."""
     frames, fg, motion = [], [], []
-    for v in videos:
-        frames.append(store.get("frames", int(v), t))
-        fg.append(store.get("semantic", int(v), t) > 0)
-        motion.append(np.linalg.norm(remove_camera_motion(store.get("flow", int(v), t)), axis=-1))
+    for v in ids:
+        t = np.linspace(0, videos.num_frames(int(v)) - 2, per_video).round().astype(int)  # each has a next frame
+        frames.append(videos.frames(int(v), t))
+        fg.append(videos.foreground(int(v), t))
+        motion.append(videos.step_motion(int(v), t))
     return np.concatenate(frames), np.concatenate(fg), np.concatenate(motion)
 
 
@@ -161,7 +164,7 @@ def actual_mask_ratios(p, grid, motion: np.ndarray | None, train_tokens: dict, n
 
 
 def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_key: str, tcfg: TransformerConfig,
-                      stores: dict[str, PushWorldStore], out: Path, *, progress: bool = True,
+                      videos: dict[str, PredictionVideos], out: Path, *, progress: bool = True,
                       device: torch.device | str | None = None, prior=None) -> dict[str, float]:
     """The study's metrics; its transformers train and run on `device` (default: the tokenizer's).
     prior: the code table (`predict_stage.TablePrior`) a `table_prior` transformer is built on."""
@@ -170,18 +173,18 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_k
     grid = tcfg.grid
     cache = MotionCache(out / "motion_cache", write=is_main_process())  # torchrun: rank 0 writes, all compute
     m: dict[str, float] = {}
-    m.update(measure_motion_cost(stores["test"], range(min(4, len(stores["test"])))))
+    m.update(measure_motion_cost(videos["test"], videos["test"].ids[:4]))
     motions = {}
     if "mgm" in p.study_maskings:
         t0 = time.perf_counter()
-        motions = {split: clip_motions(stores[split], tokens[split], grid, p.clip_frames, cache, p.motion_source)
+        motions = {split: clip_motions(videos[split], tokens[split], grid, p.clip_frames, cache, p.motion_source)
                    for split in ("train", "test")}
         m["masking/mgm/motion_wall_s"] = time.perf_counter() - t0
 
-    # where the masks fall: against the ground-truth moving tokens of the test clips
+    # where the masks fall: against the moving tokens of the test clips (ground truth, or the stated proxy)
     rng = np.random.default_rng(0)
     test = tokens["test"]
-    moving = [true_moving_tokens(stores["test"].get("flow", int(v), slice(int(s), int(s) + p.clip_frames)), grid)
+    moving = [moving_tokens(videos["test"].moving_steps(int(v), slice(int(s), int(s) + p.clip_frames)), grid)
               for v, s in zip(test["video"], test["start"])]
     overlap_ratio = p.study_mask_ratio or 0.75  # the schedule has no single ratio: judge masks at MGM's
     for strategy in p.study_maskings:
@@ -194,9 +197,8 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_k
         m[f"masking/{strategy}/moving_overlap"] = m[f"masking/{strategy}/moving_recall"]
 
     # probe data: still frames of training videos (fit) and test videos (score)
-    train_videos = range(min(p.probe_videos, len(stores["train"]) - cfg.seg.n_val_videos))
-    fr_tr, fg_tr, mo_tr = probe_frames(stores["train"], train_videos, p.probe_frames_per_video)
-    fr_te, fg_te, mo_te = probe_frames(stores["test"], range(len(stores["test"])), p.probe_frames_per_video)
+    fr_tr, fg_tr, mo_tr = probe_frames(videos["train"], videos["train"].ids[:p.probe_videos], p.probe_frames_per_video)
+    fr_te, fg_te, mo_te = probe_frames(videos["test"], videos["test"].ids, p.probe_frames_per_video)
     cond_tr = condition_tokens(tokenizer, fr_tr, p.clip_frames, p.cond_frames)
     cond_te = condition_tokens(tokenizer, fr_te, p.clip_frames, p.cond_frames)
 

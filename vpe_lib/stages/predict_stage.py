@@ -25,6 +25,7 @@ through `predictor_training.py`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -35,7 +36,11 @@ from einops import rearrange, repeat
 
 from vpe_lib.config import RunConfig
 from vpe_lib.atomic import atomic_open
-from vpe_lib.data.motion import remove_camera_motion, true_moving_tokens
+from vpe_lib.data.errors import DataError
+from vpe_lib.data.motion import moving_tokens, remove_camera_motion
+from vpe_lib.data.prediction_videos import (MOTION_KINDS, PredictionVideos, PushWorldVideos,
+                                            davis_prediction_videos)
+from vpe_lib.data.seg_sources import parse_source
 from vpe_lib.data.samplers import from_unit_range, to_unit_range
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.eval.metrics import ssim
@@ -62,25 +67,42 @@ def clip_starts(n_frames: int, clip_frames: int) -> list[int]:
     return list(range(0, n_frames - clip_frames + 1, clip_frames))
 
 
-def prediction_videos(store: PushWorldStore, n_val_videos: int) -> dict[str, tuple[PushWorldStore, range]]:
-    """train / val / test videos: val = the last `n_val_videos` training videos, as in the
+def prediction_videos(store: PushWorldStore, n_val_videos: int) -> dict[str, PushWorldVideos]:
+    """PushWorld's train / val videos: val = the last `n_val_videos` training videos, as in the
     segmentation study (so its validation videos are never used to pretrain the predictor either)."""
-    return {"train": (store, range(0, len(store) - n_val_videos)),
-            "val": (store, range(len(store) - n_val_videos, len(store)))}
+    return {"train": PushWorldVideos(store, range(0, len(store) - n_val_videos)),
+            "val": PushWorldVideos(store, range(len(store) - n_val_videos, len(store)))}
+
+
+def stage_videos(cfg: RunConfig, run_dir: Path) -> dict[str, PredictionVideos]:
+    """train / val / test videos of the run's source: PushWorld's store (the data stage's), or the
+    DAVIS sequences of the study's split (the same the tokenizer pretrained on and was held out from).
+    A source without video (COCO stills) raises ValueError."""
+    kind = parse_source(cfg.data.source)[0]
+    if kind == "pushworld":
+        data_dir = require(run_dir, "data", "pushworld/manifest.json") / "pushworld"
+        test_store = PushWorldStore(data_dir, "test")
+        return {**prediction_videos(PushWorldStore(data_dir, "train"), cfg.seg.n_val_videos),
+                "test": PushWorldVideos(test_store, range(len(test_store)))}
+    if kind == "davis":
+        return davis_prediction_videos(cfg.data, min_frames=cfg.predict.clip_frames)
+    raise ValueError(f"data.source {cfg.data.source!r} has no video to predict ({kind} holds still images)")
 
 
 @torch.no_grad()
-def tokenize_clips(tokenizer: VQVAE3D, store: PushWorldStore, videos, *, clip_frames: int, cond_frames: int,
+def tokenize_clips(tokenizer: VQVAE3D, videos: PredictionVideos, *, clip_frames: int, cond_frames: int,
                    batch_size: int = 16) -> dict[str, np.ndarray]:
-    """codes (N, t, h, w), cond (N, cond_frames, h, w), video (N,), start (N,) for every clip."""
+    """codes (N, t, h, w), cond (N, cond_frames, h, w), video (N,), start (N,) for every clip of
+    every video (non-overlapping clips; a video's frames past its last whole clip are not used)."""
     tokenizer.eval()
     device = module_device(tokenizer)
-    starts = clip_starts(store.n_frames, clip_frames)
-    items = [(v, s) for v in videos for s in starts]
+    items = [(v, s) for v in videos.ids for s in clip_starts(videos.num_frames(v), clip_frames)]
+    if not items:
+        raise DataError(f"{videos.name}: no video has {clip_frames} frames (predict.clip_frames)")
     codes, cond = [], []
     for i in range(0, len(items), batch_size):
         chunk = items[i:i + batch_size]
-        frames = np.stack([store.get("frames", v, slice(s, s + clip_frames)) for v, s in chunk])  # b t h w c
+        frames = np.stack([videos.frames(v, slice(s, s + clip_frames)) for v, s in chunk])  # b t h w c
         clip = rearrange(to_unit_range(frames), "b t h w c -> b c t h w").to(device)
         codes.append(tokenizer.encode(clip)[1].cpu())
         # COMMIT: the condition frame edge-padded to the clip length, encoded by the same tokenizer
@@ -90,23 +112,32 @@ def tokenize_clips(tokenizer: VQVAE3D, store: PushWorldStore, videos, *, clip_fr
             "video": np.array([v for v, _ in items]), "start": np.array([s for _, s in items])}
 
 
-def cached_tokens(cfg: RunConfig, run_dir: Path, out: Path, tokenizer: VQVAE3D, *, weights: Path | None = None
-                  ) -> tuple[dict[str, dict[str, np.ndarray]], str]:
+def videos_key(videos: dict[str, PredictionVideos]) -> str:
+    """What names a real source's clips in cache keys: every split's sequences, their frame counts
+    and the frame size."""
+    return run_key(json.dumps({split: v.identity for split, v in videos.items()}, sort_keys=True))
+
+
+def cached_tokens(cfg: RunConfig, run_dir: Path, out: Path, tokenizer: VQVAE3D, *, weights: Path | None = None,
+                  videos: dict[str, PredictionVideos] | None = None) -> tuple[dict[str, dict[str, np.ndarray]], str]:
     """Tokens of every split, cached in out/tokens/<split>_<key>.npz (key: tokenizer digest + data +
     clip settings), and the key: whatever is trained on these tokens is keyed by it too. Under
     torchrun rank 0 tokenizes and writes the cache; the other ranks wait, then read it. `weights`:
-    the final.pt `tokenizer` was loaded from, when not the run's main one (another pretraining seed)."""
+    the final.pt `tokenizer` was loaded from, when not the run's main one (another pretraining seed);
+    `videos`: the stage's (`stage_videos`), read again when not given."""
     p = cfg.predict
-    data_dir = require(run_dir, "data", "pushworld/manifest.json") / "pushworld"
     weights = weights or require(run_dir, "pretrain", "final.pt") / "final.pt"
-    key = run_key(file_digest(weights), file_digest(data_dir / "manifest.json"), p.clip_frames,
-                  p.cond_frames, cfg.seg.n_val_videos)
-    train_store, test_store = PushWorldStore(data_dir, "train"), PushWorldStore(data_dir, "test")
-    plan = {**prediction_videos(train_store, cfg.seg.n_val_videos), "test": (test_store, range(len(test_store)))}
-    paths = {split: out / "tokens" / f"{split}_{key}.npz" for split in plan}
-    for split, (store, videos) in plan.items():
+    videos = videos or stage_videos(cfg, run_dir)
+    if parse_source(cfg.data.source)[0] == "pushworld":  # the key's layout before real sources (caches stay valid)
+        data_dir = require(run_dir, "data", "pushworld/manifest.json") / "pushworld"
+        key = run_key(file_digest(weights), file_digest(data_dir / "manifest.json"), p.clip_frames,
+                      p.cond_frames, cfg.seg.n_val_videos)
+    else:
+        key = run_key(file_digest(weights), videos_key(videos), p.clip_frames, p.cond_frames)
+    paths = {split: out / "tokens" / f"{split}_{key}.npz" for split in videos}
+    for split, split_videos in videos.items():
         if is_main_process() and not paths[split].exists():
-            arrays = tokenize_clips(tokenizer, store, videos, clip_frames=p.clip_frames, cond_frames=p.cond_frames)
+            arrays = tokenize_clips(tokenizer, split_videos, clip_frames=p.clip_frames, cond_frames=p.cond_frames)
             with atomic_open(paths[split]) as f:  # a killed run never leaves half a cache
                 np.savez(f, **arrays)
     barrier()  # (torchrun) the cache is complete before another rank reads it
@@ -219,7 +250,7 @@ def train_stage_predictor(cfg: RunConfig, kind: str, tcfg: TransformerConfig, to
 
 
 def train_seed_predictors(cfg: RunConfig, run_dir: Path, out: Path, tcfg: TransformerConfig, *,
-                          device, progress: bool = True) -> dict[str, float]:
+                          device, progress: bool = True, videos: dict | None = None) -> dict[str, float]:
     """Both predictors on each extra pretraining seed's tokenizer (pretrain/seeds/seed<k>), trained with
     seed k, against that tokenizer's own code table; out/<kind>/seed<k>.json names each. Test bits per
     token: predict/<kind>/seed<k>/..., predict/code_table/seed<k>/...."""
@@ -227,7 +258,7 @@ def train_seed_predictors(cfg: RunConfig, run_dir: Path, out: Path, tcfg: Transf
     for seed in cfg.pretrain.extra_seeds:
         weights = require(run_dir, "pretrain", f"seeds/seed{seed}/final.pt") / f"seeds/seed{seed}/final.pt"
         tokenizer = load_tokenizer(run_dir, weights=weights, device=device)
-        tokens, key = cached_tokens(cfg, run_dir, out, tokenizer, weights=weights)
+        tokens, key = cached_tokens(cfg, run_dir, out, tokenizer, weights=weights, videos=videos)
         bits, prior, _ = fit_baselines(tokens, tokenizer.cfg.codebook_size, p.cond_frames)
         metrics[f"predict/code_table/seed{seed}/nll_bits_per_token"] = float(bits["code_table"].mean())
         for kind in p.models:
@@ -241,12 +272,13 @@ def train_seed_predictors(cfg: RunConfig, run_dir: Path, out: Path, tcfg: Transf
     return metrics
 
 
-def static_token_metrics(bits: dict[str, np.ndarray], test: dict, store: PushWorldStore, grid, clip_frames: int,
+def static_token_metrics(bits: dict[str, np.ndarray], test: dict, videos: PredictionVideos, grid, clip_frames: int,
                          cf: int) -> dict[str, float]:
     """Where do the models know more than the table? Bits per future token on the tokens whose patch has
-    not moved since the condition (ground-truth flow) and on the others; and how often a static token
-    keeps the condition's code (a vocabulary stationary in time would make this 1)."""
-    moving = np.stack([true_moving_tokens(store.get("flow", int(v), slice(int(s), int(s) + clip_frames)), grid)
+    not moved since the condition (`videos.motion_kind`: ground-truth flow, or the frame-difference proxy)
+    and on the others; and how often a static token keeps the condition's code (a vocabulary stationary in
+    time would make this 1)."""
+    moving = np.stack([moving_tokens(videos.moving_steps(int(v), slice(int(s), int(s) + clip_frames)), grid)
                        for v, s in zip(test["video"], test["start"])])
     static = ~np.logical_or.accumulate(moving, axis=1)[:, cf:]  # unmoved from the condition to that latent frame
     future = test["codes"][:, cf:]
@@ -268,7 +300,12 @@ def static_token_metrics(bits: dict[str, np.ndarray], test: dict, store: PushWor
 def moving_pixels(flow: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """(T, H, W) bool: pixels that have moved since frame 0 (ground-truth flow, the camera's median
     motion removed): frame k is marked where any step j < k moved by more than `threshold` px."""
-    step = np.linalg.norm(remove_camera_motion(flow), axis=-1) > threshold  # step j: motion from j to j+1
+    return moved_since_first(np.linalg.norm(remove_camera_motion(flow), axis=-1) > threshold)
+
+
+def moved_since_first(step: np.ndarray) -> np.ndarray:
+    """(T, H, W) bool from per-step motion `step` (step j: from frame j to j + 1): frame k is marked
+    where any step j < k moved."""
     moved = np.zeros(step.shape, bool)
     moved[1:] = np.logical_or.accumulate(step[:-1], axis=0)
     return moved
@@ -310,7 +347,7 @@ def sample_futures(model, cond: torch.Tensor, p, seed: int) -> torch.Tensor:
     return model.generate(cond, steps=p.maskgit_steps, temperature=p.temperature, generator=g).cpu()
 
 
-def frame_prediction(cfg: RunConfig, tokenizer: VQVAE3D, models: dict, tokens: dict, store: PushWorldStore,
+def frame_prediction(cfg: RunConfig, tokenizer: VQVAE3D, models: dict, tokens: dict, videos: PredictionVideos,
                      out: Path) -> dict[str, float]:
     """PSNR / SSIM per predicted frame on `n_sample_clips` test clips, whole frame and moving pixels,
     for each model and the three references; filmstrips of several samples from the same frame."""
@@ -320,8 +357,8 @@ def frame_prediction(cfg: RunConfig, tokenizer: VQVAE3D, models: dict, tokens: d
     codes = torch.from_numpy(tokens["codes"][pick].astype(np.int64))
     cond = torch.from_numpy(tokens["cond"][pick].astype(np.int64))
     vids, starts = tokens["video"][pick], tokens["start"][pick]
-    true = np.stack([store.get("frames", int(v), slice(int(s), int(s) + p.clip_frames)) for v, s in zip(vids, starts)])
-    moving = np.stack([moving_pixels(store.get("flow", int(v), slice(int(s), int(s) + p.clip_frames)))
+    true = np.stack([videos.frames(int(v), slice(int(s), int(s) + p.clip_frames)) for v, s in zip(vids, starts)])
+    moving = np.stack([moved_since_first(videos.moving_steps(int(v), slice(int(s), int(s) + p.clip_frames)))
                        for v, s in zip(vids, starts)])
     t_lat = codes.shape[1]
     tf = tokenizer.cfg.temporal_factor
@@ -371,20 +408,24 @@ def frame_prediction(cfg: RunConfig, tokenizer: VQVAE3D, models: dict, tokens: d
 def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool = True) -> dict[str, float]:
     """Under torchrun (`vpe stage predict`, vpe_lib.stages.runner) every rank trains its share of
     each batch and computes the same evaluations; rank 0 alone writes the stage's files."""
-    from vpe_lib.data.seg_sources import parse_source
-    if parse_source(cfg.data.source)[0] != "pushworld":
-        # Prediction reads PushWorld clips (ground-truth motion for the moving-pixel scores); real video
-        # sources are not wired in yet. Said in the metrics, never silently.
-        metrics = {"predict/skipped_not_pushworld": 1.0}
+    if parse_source(cfg.data.source)[0] == "coco":
+        # still images: nothing to predict. Said in the metrics (and on the page), never silently.
+        metrics = {"predict/skipped_no_video": 1.0}
         if is_main_process():
             write_metrics(out, metrics)
         return metrics
     device = stage_device(cfg)
     p = cfg.predict
     tokenizer = load_tokenizer(run_dir, device=device)
+    videos = stage_videos(cfg, run_dir)
     t0 = time.perf_counter()
-    tokens, tokens_key = cached_tokens(cfg, run_dir, out, tokenizer)
-    metrics: dict[str, float] = {"predict/tokenize_wall_s": time.perf_counter() - t0}
+    tokens, tokens_key = cached_tokens(cfg, run_dir, out, tokenizer, videos=videos)
+    metrics: dict[str, float] = {"predict/tokenize_wall_s": time.perf_counter() - t0,
+                                 # 1: the moving-pixel scores come from frame differencing (no flow), not motion
+                                 "predict/motion_is_proxy": float(videos["test"].motion_kind != "flow")}
+    if is_main_process():
+        write_json(out / "videos.json", {split: {"name": v.name, "videos": len(v), "motion": MOTION_KINDS[v.motion_kind]}
+                                         for split, v in videos.items()})
     grid = tuple(tokens["train"]["codes"].shape[1:])
     tcfg = transformer_config(cfg, tokenizer, grid)
     K = tokenizer.cfg.codebook_size
@@ -412,7 +453,8 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
         for kind in models:
             metrics[f"predict/{kind}/seed{cfg.pretrain.train.seed}/nll_bits_per_token"] = float(bits[kind].mean())
         metrics[f"predict/code_table/seed{cfg.pretrain.train.seed}/nll_bits_per_token"] = float(bits["code_table"].mean())
-        metrics.update(train_seed_predictors(cfg, run_dir, out, tcfg, device=device, progress=progress))
+        metrics.update(train_seed_predictors(cfg, run_dir, out, tcfg, device=device, progress=progress,
+                                             videos=videos))
     for name, b in bits.items():
         metrics[f"predict/{name}/nll_bits_per_token"] = float(b.mean())
         for h in range(b.shape[1]):
@@ -421,16 +463,14 @@ def run_predict_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: boo
     metrics["predict/n_train_clips"] = len(tokens["train"]["codes"])
     metrics["predict/tokens_per_clip"] = int(np.prod(grid))
     metrics["predict/uniform_bits_per_token"] = math.log2(K)
-    data_dir = require(run_dir, "data", "pushworld/manifest.json") / "pushworld"
-    stores = {"train": PushWorldStore(data_dir, "train"), "test": PushWorldStore(data_dir, "test")}
-    metrics.update(static_token_metrics(bits, tokens["test"], stores["test"], grid, p.clip_frames, cf))
+    metrics.update(static_token_metrics(bits, tokens["test"], videos["test"], grid, p.clip_frames, cf))
     t0 = time.perf_counter()
-    metrics.update(frame_prediction(cfg, tokenizer, models, tokens["test"], stores["test"], out))
+    metrics.update(frame_prediction(cfg, tokenizer, models, tokens["test"], videos["test"], out))
     metrics["predict/sampling_wall_s"] = time.perf_counter() - t0
     if p.study_maskings:
 
         t0 = time.perf_counter()
-        metrics.update(run_masking_study(cfg, tokenizer, tokens, tokens_key, tcfg, stores, out, progress=progress,
+        metrics.update(run_masking_study(cfg, tokenizer, tokens, tokens_key, tcfg, videos, out, progress=progress,
                                          device=device, prior=prior))
         metrics["masking/wall_s"] = time.perf_counter() - t0
     if is_main_process():

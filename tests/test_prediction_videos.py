@@ -1,0 +1,129 @@
+"""The videos stage 03 reads, from any source: PushWorld's store (ground-truth flow) and decoded real
+video (the frame-difference proxy), with the same interface; and the stage end to end on DAVIS."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vpe_lib.data.errors import DataError
+from vpe_lib.data.motion import moving_tokens, true_moving_tokens
+from vpe_lib.data.prediction_videos import (FRAME_DIFFERENCE_THRESHOLD, ClipSourceVideos, PushWorldVideos,
+                                            davis_prediction_videos)
+from vpe_lib.data.seg_sources import InMemoryClipSource
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _shared(name):
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"{path} absent (real data samples live beside the project)")
+    return path
+
+
+def _square_video(n=6, size=16, step=2):
+    """A white 4x4 square moving `step` px right per frame over black, and a static video."""
+    moving = np.zeros((n, size, size, 3), np.uint8)
+    for t in range(n):
+        moving[t, 4:8, t * step:t * step + 4] = 255
+    static = np.full((n, size, size, 3), 90, np.uint8)
+    return InMemoryClipSource({"moving": moving, "static": static}, name="squares")
+
+
+def test_frame_difference_marks_what_changes_and_nothing_else():
+    v = ClipSourceVideos(_square_video(), name="squares", identity={"x": 1})
+    assert v.motion_kind == "frame_difference" and v.ids == [0, 1]
+    step = v.moving_steps(0)
+    assert step.shape == (6, 16, 16)
+    # step 0 (frame 0 -> 1): the square's trailing 2 columns went dark, its 2 new columns lit
+    assert step[0, 4:8, 0:2].all() and step[0, 4:8, 4:6].all() and not step[0, 4:8, 2:4].any()
+    assert not step[0, :4].any() and not step[-1].any()  # nothing above the square; the last frame has no next
+    assert not v.moving_steps(1).any()  # a static video never moves
+    assert float(v.step_motion(0)[0, 4, 0]) == 255.0 > FRAME_DIFFERENCE_THRESHOLD
+    # frames by slice and by index array agree; a scalar index gives one frame
+    assert np.array_equal(v.frames(0, slice(2, 4)), v.frames(0, np.array([2, 3])))
+    assert v.frames(0, 3).shape == (16, 16, 3)
+    with pytest.raises(DataError, match="no foreground labels"):
+        v.foreground(0, [0])
+
+
+def test_moving_tokens_is_true_moving_tokens_on_flow():
+    rng = np.random.default_rng(0)
+    flow = rng.normal(0, 1, (4, 16, 16, 2)).astype(np.float32)
+    from vpe_lib.data.motion import remove_camera_motion
+    f = remove_camera_motion(flow)
+    assert np.array_equal(moving_tokens(np.hypot(f[..., 0], f[..., 1]) > 0.5, (2, 4, 4)),
+                          true_moving_tokens(flow, (2, 4, 4)))
+
+
+def test_pushworld_videos_read_the_store(tmp_path):
+    from vpe_lib.data.pushworld import PushWorldConfig
+    from vpe_lib.data.store import PushWorldStore, build_dataset
+    build_dataset(tmp_path, PushWorldConfig(height=32, width=32, n_frames=6), n_train=2, n_test=1,
+                  videos_per_shard=2, workers=1)
+    store = PushWorldStore(tmp_path, "train")
+    v = PushWorldVideos(store, range(1, 2))
+    assert v.ids == [1] and v.num_frames(1) == 6 and v.motion_kind == "flow"
+    assert np.array_equal(v.frames(1, slice(0, 3)), store.get("frames", 1, slice(0, 3)))
+    assert np.array_equal(v.foreground(1), store.get("semantic", 1) > 0)
+    assert v.identity == {"split": "train", "root": str(tmp_path)}  # motion caches keyed as before
+
+
+def test_davis_videos_split_by_sequence_with_masks():
+    root = _shared("davis_sample")
+
+    class Data:  # the DataConfig fields the reader uses
+        source = f"davis:{root}"
+        davis_train, davis_val, davis_test = ("blackswan", "dog"), (), ("motocross-jump",)
+        davis_resolution, image_size, seed = "480p", 32, 0
+
+    videos = davis_prediction_videos(Data())
+    # no val sequence listed: the last training sequence validates the predictors, never a test one
+    assert [videos[s].identity["sequences"] for s in ("train", "val", "test")] == \
+        [["blackswan"], ["dog"], ["motocross-jump"]]
+    test = videos["test"]
+    assert test.num_frames(0) == 40 and test.frames(0, slice(0, 2)).shape == (2, 32, 32, 3)
+    fg = test.foreground(0, [0, 10])
+    assert fg.shape == (2, 32, 32) and fg.dtype == bool and 0 < fg.mean() < 1
+    assert test.moving_steps(0, slice(0, 4)).any()  # motocross: things change
+
+    class OneTrain(Data):
+        davis_train = ("blackswan",)
+    with pytest.raises(DataError, match="validation sequence"):
+        davis_prediction_videos(OneTrain())
+
+
+@pytest.mark.slow
+def test_prediction_and_masking_study_on_davis(tmp_path):
+    """`data.source=davis:<root>`: the predictors and the masking study train on the training
+    sequences (with the frame-difference proxy for motion, said so), and the heads stage segments with
+    the transformer-informed encoder like on PushWorld."""
+    from vpe_lib.stages.common import start_stage
+    from vpe_lib.stages.heads_stage import run_heads_stage
+    from vpe_lib.stages.predict_stage import run_predict_stage
+    from vpe_lib.stages.pretrain_stage import run_pretrain_stage
+    import json
+
+    over = {"data.source": f"davis:{_shared('davis_sample')}", "data.davis_train": ["blackswan", "dog"],
+            "data.davis_val": ["car-shadow"], "data.davis_test": ["motocross-jump"],
+            "pretrain.compare_quantizers": [], "pretrain.train.steps": 3,
+            "predict.train.steps": 4, "predict.study_budgets": [1.0], "predict.study_maskings": ["random", "mgm"],
+            "seg.train.steps": 4, "seg.train.eval_every": 2, "seg.level_probes": False,
+            "seg.without_pixel_levels": False, "seg.label_pcts": [100], "seg.encoders": ["masked", "random_masked"],
+            "seg.modes": ["frozen"], "seg.frame_stride": 8, "seg.test_frame_stride": 8}
+    cfg, out = start_stage("smoke", tmp_path, "pretrain", over)
+    run_pretrain_stage(cfg, tmp_path, out, progress=False)
+    cfg, out = start_stage("smoke", tmp_path, "predict", over)
+    m = run_predict_stage(cfg, tmp_path, out, progress=False)
+    assert m["predict/motion_is_proxy"] == 1.0 and "predict/skipped_no_video" not in m
+    for name in ("masked", "ar", "code_table", "copy_tokens"):
+        assert np.isfinite(m[f"predict/{name}/nll_bits_per_token"]), name
+    assert np.isfinite(m["predict/masked/psnr_db"]) and 0 < m["predict/moving_pixel_fraction"] < 1
+    assert np.isfinite(m["masking/mgm/x1/probe_fg_iou"]) and "masking/mgm/moving_recall" in m
+    videos = json.loads((out / "videos.json").read_text())
+    assert "motocross-jump" in videos["test"]["name"] and "proxy" in videos["test"]["motion"]
+    cfg, out = start_stage("smoke", tmp_path, "heads", over)
+    hm = run_heads_stage(cfg, tmp_path, out, progress=False, log=lambda s: None)
+    assert 0 <= hm["seg/davis/fg_iou/masked/conv/frozen/labels100"] <= 1
+    assert json.loads((out / "skipped.json").read_text())["methods_not_run"] == []
