@@ -127,3 +127,64 @@ def test_prediction_and_masking_study_on_davis(tmp_path):
     hm = run_heads_stage(cfg, tmp_path, out, progress=False, log=lambda s: None)
     assert 0 <= hm["seg/davis/fg_iou/masked/conv/frozen/labels100"] <= 1
     assert json.loads((out / "skipped.json").read_text())["methods_not_run"] == []
+
+
+def _bear_folder(tmp_path):
+    """Three 'videos' (links to the real H.264 clip bear.mp4): a video source split by file."""
+    bear = _shared("clips") / "bear.mp4"
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.mp4").symlink_to(bear)
+    return folder
+
+
+def test_video_source_splits_by_file_and_mgm_reads_the_files_own_stream(tmp_path, monkeypatch):
+    from vpe_lib.config import get_config
+    from vpe_lib.data.motion import MotionCache
+    from vpe_lib.data.prediction_videos import video_prediction_videos
+    from vpe_lib.stages import masking_study
+    from vpe_lib.stages.masking_study import video_clip_motion
+
+    def no_reencoding(frames):
+        raise AssertionError("MGM re-encoded the frames of a video that has its own stream")
+    monkeypatch.setattr(masking_study, "codec_motion", no_reencoding)
+
+    cfg = get_config("smoke", {"data.source": f"video:{_bear_folder(tmp_path)}"})
+    videos = video_prediction_videos(cfg.data)
+    assert [len(videos[s]) for s in ("train", "val", "test")] == [1, 1, 1]
+    test = videos["test"]
+    assert test.codec_file(test.ids[0]).name == "c.mp4" and test.motion_kind == "frame_difference"
+    assert test.frames(test.ids[0], slice(0, 4)).shape == (4, 32, 32, 3)
+    cache = MotionCache(tmp_path / "cache")
+    motion = video_clip_motion(test, test.ids[0], [0, 4], 4, (2, 8, 8), cache, "codec")
+    assert motion.shape == (2, 2, 8, 8) and np.isfinite(motion).all() and motion.max() > 0
+
+
+def test_a_video_source_needs_three_videos(tmp_path):
+    from vpe_lib.config import get_config
+    from vpe_lib.data.prediction_videos import video_prediction_videos
+
+    folder = _bear_folder(tmp_path)
+    (folder / "c.mp4").unlink()
+    with pytest.raises(DataError, match="at least 3 videos"):
+        video_prediction_videos(get_config("smoke", {"data.source": f"video:{folder}"}).data)
+
+
+@pytest.mark.slow
+def test_pretraining_and_prediction_on_a_folder_of_videos(tmp_path):
+    """`data.source=video:<folder>`: the tokenizer and both predictors train on the training videos,
+    the masking study's MGM reads each file's own motion vectors (said in a metric)."""
+    from vpe_lib.stages.common import start_stage
+    from vpe_lib.stages.predict_stage import run_predict_stage
+    from vpe_lib.stages.pretrain_stage import run_pretrain_stage
+
+    over = {"data.source": f"video:{_bear_folder(tmp_path)}", "pretrain.compare_quantizers": [],
+            "pretrain.train.steps": 3, "predict.train.steps": 4, "predict.study_budgets": [1.0],
+            "predict.study_maskings": ["random", "mgm"]}
+    cfg, out = start_stage("smoke", tmp_path, "pretrain", over)
+    assert run_pretrain_stage(cfg, tmp_path, out, progress=False)["tokenizer/steps"] == 3
+    cfg, out = start_stage("smoke", tmp_path, "predict", over)
+    m = run_predict_stage(cfg, tmp_path, out, progress=False)
+    assert np.isfinite(m["predict/masked/nll_bits_per_token"]) and np.isfinite(m["predict/ar/nll_bits_per_token"])
+    assert m["masking/mgm/motion_from_own_stream"] == 1.0 and m["predict/motion_is_proxy"] == 1.0

@@ -45,7 +45,8 @@ class DataConfig:
     # Exports written for the other loaders (COCO, DAVIS layout, mp4): how many test videos.
     n_export_videos: int = 4
     # Labelled frames for segmentation (vpe_lib.data.seg_sources): "pushworld" (generated),
-    # "davis:<DAVIS root>" or "coco:<COCO root or annotations/instances_*.json>".
+    # "davis:<DAVIS root>" or "coco:<COCO root or annotations/instances_*.json>"; or unlabelled video
+    # that pretrains the models, "video:<a video file or folder of videos>" (judged on PushWorld's labels).
     source: str = "pushworld"
     # Side S that real frames are resized to (S x S, aspect ratio not kept); 0 = world.height.
     image_size: int = 0

@@ -296,6 +296,10 @@ class VideoFolderSource(IndexedSource):
                 self._put(len(self._paths) - 1, video)
         self._finish(f"video file ({', '.join(self.extensions)})")
 
+    def path(self, i: int) -> Path:
+        """The file of video i (its own codec stream: what MGM reads motion vectors from)."""
+        return self._paths[i]
+
     def _decode(self, path: Path, max_frames: int | None = None) -> np.ndarray:
         caps = [m for m in (self.max_frames, max_frames) if m is not None]
         return read_video(path, size=self.size, stride=self.stride,

@@ -79,8 +79,8 @@ def _paint_blocks(vectors: np.ndarray, height: int, width: int) -> tuple[np.ndar
     return cells.reshape(gh, gw, 2), count.reshape(gh, gw)
 
 
-def codec_motion_from_file(path, *, subtract_median: bool = True, max_frames: int | None = None
-                           ) -> tuple[np.ndarray, np.ndarray]:
+def codec_motion_from_file(path, *, subtract_median: bool = True, max_frames: int | None = None,
+                           size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Codec vectors of an mp4 as a per-pixel field (T, H, W, 2) and ``valid`` (T, H, W).
 
     ``valid`` is False where the codec stored no vector: I-frames, intra blocks
@@ -90,7 +90,10 @@ def codec_motion_from_file(path, *, subtract_median: bool = True, max_frames: in
     median would over-weight the object against the large static blocks.
     Magnitudes are per-frame velocities only for ``bf=0, refs=1`` encodes
     (with B-frames or several references only the direction is right).
-    ``max_frames`` stops decoding after that many frames.
+    ``max_frames`` stops decoding after that many frames. ``size=(H, W)``: the field
+    resampled to frames decoded at that size (bilinear over the 4x4 cells, vectors
+    scaled by H / height and W / width; ``valid`` nearest), never built at full
+    resolution (a 1080p field of 82 frames would take 1.4 GB).
     """
     cells, covered, height, width = [], [], 0, 0
     for _i, _pt, height, width, vec in iter_motion_vectors(path, max_frames=max_frames):
@@ -104,6 +107,8 @@ def codec_motion_from_file(path, *, subtract_median: bool = True, max_frames: in
             c = np.where(ok[..., None], c - np.median(c[ok], axis=0), 0.0)
         cells.append(c)
         covered.append(ok)
+    if size is not None:
+        return _resample_cells(cells, covered, height, width, size)
     # Work on 4x4 cells, then upsample into one preallocated output: at 1080p,
     # per-frame per-pixel copies (repeat + stack) cost more than decoding itself.
     T, (gh, gw) = len(cells), cells[0].shape[:2]
@@ -113,6 +118,26 @@ def codec_motion_from_file(path, *, subtract_median: bool = True, max_frames: in
         field[t].reshape(gh, _CELL, gw * _CELL, 2)[:] = cells[t].repeat(_CELL, 1)[:, None]
         valid[t].reshape(gh, _CELL, gw * _CELL)[:] = covered[t].repeat(_CELL, 1)[:, None]
     field, valid = field[:, :height, :width], valid[:, :height, :width]
+    return field, valid
+
+
+def _resample_cells(cells, covered, height: int, width: int, size) -> tuple[np.ndarray, np.ndarray]:
+    """4x4-cell fields of a (height, width) video -> a per-pixel field at ``size`` (see
+    codec_motion_from_file)."""
+    from PIL import Image
+
+    h, w = (int(v) for v in size)
+    gh, gw = cells[0].shape[:2]
+    # the cells cover a little more than the frame (padded to 4 px): crop in cell units before resizing
+    box = (0.0, 0.0, width / _CELL, height / _CELL)
+    scale = np.array([w / width, h / height], np.float32)  # (vx, vy) in the resized frame's pixels
+    field = np.empty((len(cells), h, w, 2), np.float32)
+    valid = np.empty((len(cells), h, w), bool)
+    for t, (c, ok) in enumerate(zip(cells, covered)):
+        for k in range(2):
+            field[t, ..., k] = np.asarray(Image.fromarray(np.ascontiguousarray(c[..., k], np.float32), "F")
+                                          .resize((w, h), Image.BILINEAR, box=box)) * scale[k]
+        valid[t] = np.asarray(Image.fromarray(ok.astype(np.uint8) * 255).resize((w, h), Image.NEAREST, box=box)) > 0
     return field, valid
 
 

@@ -37,6 +37,12 @@ class PredictionVideos:
     """
 
     motion_kind = "flow"
+    has_labels = True
+
+    def codec_file(self, v: int) -> Path | None:
+        """The video's own compressed file, when it has one (MGM reads its motion vectors); None:
+        MGM encodes the decoded frames with H.264 itself."""
+        return None
 
     def __init__(self, ids: Sequence[int], *, name: str, identity: dict):
         self.ids = list(ids)
@@ -95,15 +101,23 @@ def _frame_indices(n: int, t) -> np.ndarray:
 
 
 class ClipSourceVideos(PredictionVideos):
-    """Videos of a decoded clip source (`clips.ClipSource` with `video_id`, e.g. the in-memory DAVIS
-    sequences): motion by frame differencing; foreground from `masks(name, frame_indices)` when given."""
+    """Videos `ids` (default: all) of a decoded clip source (`clips.ClipSource` with `video_id`, e.g. the
+    in-memory DAVIS sequences or a folder of video files): motion by frame differencing; foreground from
+    `masks(name, frame_indices)` when given. `streams`: the source's files have their own codec streams
+    (`source.path(v)`), which MGM reads its motion vectors from instead of re-encoding the frames."""
 
     motion_kind = "frame_difference"
 
-    def __init__(self, source, *, name: str, identity: dict, masks=None):
-        super().__init__(range(len(source)), name=name, identity=identity)
+    def __init__(self, source, *, name: str, identity: dict, masks=None, ids: Sequence[int] | None = None,
+                 streams: bool = False):
+        super().__init__(range(len(source)) if ids is None else ids, name=name, identity=identity)
         self.source = source
         self._masks = masks
+        self.has_labels = masks is not None
+        self.streams = streams
+
+    def codec_file(self, v: int) -> Path | None:
+        return self.source.path(int(v)) if self.streams else None
 
     def num_frames(self, v: int) -> int:
         return self.source.num_frames(int(v))
@@ -179,4 +193,21 @@ def davis_prediction_videos(cfg_data, *, min_frames: int = 1) -> dict[str, ClipS
                     "frames": [src.num_frames(i) for i in range(len(src))]}
         out[split] = ClipSourceVideos(src, name=f"DAVIS {split} ({', '.join(identity['sequences'])})",
                                       identity=identity, masks=davis_masks(ann_root, size))
+    return out
+
+
+def video_prediction_videos(cfg_data) -> dict[str, ClipSourceVideos]:
+    """train / val / test videos of a `video:<file or folder>` source, split by file
+    (`video_source.video_split_ids`); no labels; MGM reads each file's own codec stream."""
+    from .seg_sources import parse_source
+    from .video_source import open_video_source, video_split_ids
+
+    _, path = parse_source(cfg_data.source)
+    source = open_video_source(cfg_data, path)
+    out = {}
+    for split, ids in video_split_ids(source).items():
+        identity = {"source": str(cfg_data.source), "size": int(source.size[0]),
+                    "videos": [source.video_id(i) for i in ids], "frames": [source.num_frames(i) for i in ids]}
+        out[split] = ClipSourceVideos(source, ids=ids, streams=True, identity=identity,
+                                      name=f"video {split} ({', '.join(Path(source.video_id(i)).name for i in ids)})")
     return out

@@ -6,7 +6,9 @@
 * ``"davis:<DAVIS root>"`` -- the DAVIS layout ``JPEGImages/<res>/<seq>/*.jpg`` +
   ``Annotations/<res>/<seq>/*.png`` (2016 greyscale 0/255 or 2017 palette masks);
 * ``"coco:<COCO root>"`` (``annotations/instances_*.json`` + an image folder) or
-  ``"coco:<path to an instances json>"``.
+  ``"coco:<path to an instances json>"``;
+* ``"video:<a video file or folder of videos>"`` -- unlabelled video that pretrains the models
+  (`video_source`); the labelled frames are then PushWorld's.
 
 :func:`load_davis_splits` and :func:`load_coco_splits` return
 ``({"train"|"val"|"test": LabelledSplit}, SkipReport, class_names)``: frames
@@ -70,14 +72,24 @@ from .errors import DataError
 from .frames import natural_key, read_rgb
 
 __all__ = ["IGNORE", "SOURCE_KINDS", "SPLITS", "DAVIS_CLASSES", "LabelledSplit", "SkipReport",
-           "SkippedDataWarning", "parse_source", "resize_frames", "resize_labels",
+           "SkippedDataWarning", "parse_source", "labels_kind", "UNLABELLED_KINDS", "resize_frames", "resize_labels",
            "read_davis_semantic", "davis_sequences", "resolve_davis_splits", "load_davis_splits",
            "load_coco_splits", "real_image_size", "davis_splits_from_config",
            "load_labelled_splits", "InMemoryClipSource", "davis_clip_source",
            "pretraining_clip_source"]
 
 SOURCE_KINDS = {"pushworld": "pushworld", "davis": "davis:<DAVIS root>",
-                "coco": "coco:<COCO root or annotations/instances_*.json>"}
+                "coco": "coco:<COCO root or annotations/instances_*.json>",
+                "video": "video:<a video file or a folder of videos>"}
+# sources without labels: their videos pretrain, PushWorld's labelled frames measure the transfer
+UNLABELLED_KINDS = ("video",)
+
+
+def labels_kind(spec: str) -> str:
+    """Where a source's segmentation labels come from: its own kind, or "pushworld" for a source of
+    unlabelled video (``video:``), whose encoders are judged on PushWorld's labelled frames."""
+    kind = parse_source(spec)[0]
+    return "pushworld" if kind in UNLABELLED_KINDS else kind
 SPLITS = ("train", "val", "test")
 DAVIS_CLASSES = ["background", "foreground"]
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")

@@ -17,7 +17,7 @@ from vpe_lib.config import RunConfig
 from vpe_lib.data.pushworld import CLASS_NAMES
 from vpe_lib.data.feature_store import FeatureStore, LevelView
 from vpe_lib.data.samplers import FrameBatches
-from vpe_lib.data.seg_sources import load_labelled_splits, parse_source
+from vpe_lib.data.seg_sources import labels_kind, load_labelled_splits
 from vpe_lib.eval.davis import davis_scores
 from vpe_lib.eval.segmentation import (SegAccumulator, curve_status)
 from vpe_lib.models.encoders import (PREDICTOR_ENCODERS, ImageEncoder, LevelSelect, PixelEncoder, PredictorEncoder,
@@ -52,7 +52,7 @@ class Study:
         self.device = resolve_device(cfg.run.device) if device is None else torch.device(device)
         require(run_dir, "pretrain", "final.pt")
         s = self.s
-        self.source = parse_source(cfg.data.source)[0]
+        self.source = labels_kind(cfg.data.source)  # a video: source is judged on PushWorld's labels
         self.skipped: list[dict] = []  # data skipped (unreadable files, ...)
         self.not_run: list[dict] = []  # methods not run on this source, each with its reason
         if self.source == "pushworld":

@@ -20,8 +20,8 @@ import torch
 from einops import rearrange, repeat
 
 from vpe_lib.config import RunConfig
-from vpe_lib.data.motion import (MotionCache, block_matching_motion, codec_motion, fill_missing, moving_tokens,
-                                 token_motion)
+from vpe_lib.data.motion import (MotionCache, block_matching_motion, codec_motion, codec_motion_from_file,
+                                 fill_missing, moving_tokens, token_motion)
 from vpe_lib.data.errors import DataError
 from vpe_lib.data.prediction_videos import PredictionVideos
 from vpe_lib.data.samplers import to_unit_range
@@ -48,12 +48,20 @@ def video_clip_motion(videos: PredictionVideos, video: int, starts, clip_frames:
     whole video's H.264 encoding (its decoded frames encoded once, as a user's camera would; camera median
     removed, I-frames and intra blocks filled) or, when configured, block matching; cached per video
     (a few KB, not the per-pixel field)."""
+    stream = videos.codec_file(video) if source == "codec" else None
+
     def compute() -> np.ndarray:
-        frames = videos.frames(video)
         if source == "block_matching":
-            field = block_matching_motion(frames)
+            field = block_matching_motion(videos.frames(video))
         else:
-            field, valid = codec_motion(frames)
+            if stream is not None:  # the file's own vectors (B-frames and all), at the decoded frames' size
+                field, valid = codec_motion_from_file(stream, max_frames=videos.num_frames(video),
+                                                      size=videos.frames(video, 0).shape[:2])
+                if len(field) < videos.num_frames(video):
+                    raise DataError(f"its codec stream gave motion for {len(field)} frames, the decoder "
+                                    f"{videos.num_frames(video)}", path=stream, field="motion_vectors")
+            else:
+                field, valid = codec_motion(videos.frames(video))
             if not valid.any():
                 raise DataError("the H.264 encoding of this video carries no motion vectors; set "
                                 "predict.motion_source=block_matching to use block matching instead",
@@ -61,7 +69,8 @@ def video_clip_motion(videos: PredictionVideos, video: int, starts, clip_frames:
             field = fill_missing(field, valid)
         return np.stack([token_motion(field[s:s + clip_frames], grid) for s in starts]).astype(np.float32)
     key = {**videos.identity, "video": int(video), "source": source, "grid": list(grid),
-           "starts": [int(s) for s in starts], "clip_frames": clip_frames}
+           "starts": [int(s) for s in starts], "clip_frames": clip_frames,
+           **({"stream": str(stream)} if stream is not None else {})}
     return cache.get(key, compute)
 
 
@@ -93,15 +102,16 @@ def measure_motion_cost(videos: PredictionVideos, ids, *, block: int = 8) -> dic
 
 
 def probe_frames(videos: PredictionVideos, ids, per_video: int):
-    """Still frames, foreground masks and motion magnitude (`videos.motion_kind`: true flow with the
-    camera removed, or the frame-difference proxy) of some videos."""
+    """Still frames, foreground masks (None where the videos have no labels) and motion magnitude
+    (`videos.motion_kind`: true flow with the camera removed, or the frame-difference proxy) of some videos."""
     frames, fg, motion = [], [], []
     for v in ids:
         t = np.linspace(0, videos.num_frames(int(v)) - 2, per_video).round().astype(int)  # each has a next frame
         frames.append(videos.frames(int(v), t))
-        fg.append(videos.foreground(int(v), t))
+        if videos.has_labels:
+            fg.append(videos.foreground(int(v), t))
         motion.append(videos.step_motion(int(v), t))
-    return np.concatenate(frames), np.concatenate(fg), np.concatenate(motion)
+    return np.concatenate(frames), np.concatenate(fg) if fg else None, np.concatenate(motion)
 
 
 @torch.no_grad()
@@ -124,10 +134,13 @@ def transformer_features(model, cond: torch.Tensor, batch_size: int = 64) -> np.
 
 
 def probe_scores(feats_train, fg_train, motion_train, feats_test, fg_test, motion_test) -> dict[str, float]:
-    stride = fg_train.shape[-1] // feats_train.shape[-1]
-    return {"probe_fg_iou": foreground_probe_iou(feats_train, fg_train, feats_test, fg_test),
-            "motion_r2": motion_probe_r2(feats_train, token_targets(motion_train, stride), feats_test,
-                                         token_targets(motion_test, stride))}
+    """Foreground IoU (omitted where the videos have no labels: fg None) and motion R² of the probes."""
+    stride = motion_train.shape[-1] // feats_train.shape[-1]
+    scores = {"motion_r2": motion_probe_r2(feats_train, token_targets(motion_train, stride), feats_test,
+                                           token_targets(motion_test, stride))}
+    if fg_train is not None:
+        scores["probe_fg_iou"] = foreground_probe_iou(feats_train, fg_train, feats_test, fg_test)
+    return scores
 
 
 # the study's question (Fan et al. 2023): does MGM at a third of the budget match the others at the full one?
@@ -145,7 +158,7 @@ def masking_differences(per_seed: dict[str, list[dict]], maskings, budgets) -> d
         ra, rb = per_seed.get(f"{a}/{budget_name(ba)}"), per_seed.get(f"{b}/{budget_name(bb)}")
         if not ra or not rb or len(ra) != len(rb):
             continue
-        for probe in ("probe_fg_iou", "motion_r2"):
+        for probe in [k for k in ("probe_fg_iou", "motion_r2") if k in ra[0]]:
             d = paired_difference([r[probe] for r in ra], [r[probe] for r in rb])
             key = f"masking/{a}/{budget_name(ba)}/minus_{b}_{budget_name(bb)}/{probe}"
             out.update({f"{key}/{k}": float(d[k]) for k in ("mean", "ci_low", "ci_high", "n")})
@@ -180,6 +193,9 @@ def run_masking_study(cfg: RunConfig, tokenizer: VQVAE3D, tokens: dict, tokens_k
         motions = {split: clip_motions(videos[split], tokens[split], grid, p.clip_frames, cache, p.motion_source)
                    for split in ("train", "test")}
         m["masking/mgm/motion_wall_s"] = time.perf_counter() - t0
+        # 1: every video's vectors came from its own codec stream; 0: from H.264 encodings of decoded frames
+        m["masking/mgm/motion_from_own_stream"] = float(p.motion_source == "codec" and all(
+            videos[split].codec_file(v) is not None for split in ("train", "test") for v in videos[split].ids))
 
     # where the masks fall: against the moving tokens of the test clips (ground truth, or the stated proxy)
     rng = np.random.default_rng(0)

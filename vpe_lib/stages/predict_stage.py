@@ -39,7 +39,7 @@ from vpe_lib.atomic import atomic_open
 from vpe_lib.data.errors import DataError
 from vpe_lib.data.motion import moving_tokens, remove_camera_motion
 from vpe_lib.data.prediction_videos import (MOTION_KINDS, PredictionVideos, PushWorldVideos,
-                                            davis_prediction_videos)
+                                            davis_prediction_videos, video_prediction_videos)
 from vpe_lib.data.seg_sources import parse_source
 from vpe_lib.data.samplers import from_unit_range, to_unit_range
 from vpe_lib.data.store import PushWorldStore
@@ -75,8 +75,9 @@ def prediction_videos(store: PushWorldStore, n_val_videos: int) -> dict[str, Pus
 
 
 def stage_videos(cfg: RunConfig, run_dir: Path) -> dict[str, PredictionVideos]:
-    """train / val / test videos of the run's source: PushWorld's store (the data stage's), or the
-    DAVIS sequences of the study's split (the same the tokenizer pretrained on and was held out from).
+    """train / val / test videos of the run's source: PushWorld's store (the data stage's), the
+    DAVIS sequences of the study's split, or a `video:` source's files split by file (the same the
+    tokenizer pretrained on and was held out from).
     A source without video (COCO stills) raises ValueError."""
     kind = parse_source(cfg.data.source)[0]
     if kind == "pushworld":
@@ -86,6 +87,8 @@ def stage_videos(cfg: RunConfig, run_dir: Path) -> dict[str, PredictionVideos]:
                 "test": PushWorldVideos(test_store, range(len(test_store)))}
     if kind == "davis":
         return davis_prediction_videos(cfg.data, min_frames=cfg.predict.clip_frames)
+    if kind == "video":
+        return video_prediction_videos(cfg.data)
     raise ValueError(f"data.source {cfg.data.source!r} has no video to predict ({kind} holds still images)")
 
 

@@ -18,6 +18,7 @@ from vpe_lib.data.clips import RealClipBatches
 from vpe_lib.data.loader import batch_source
 from vpe_lib.data.samplers import ClipBatches, from_unit_range
 from vpe_lib.data.seg_sources import parse_source, pretraining_clip_source
+from vpe_lib.data.video_source import video_pretraining_source
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.eval.metrics import psnr, ssim
 from vpe_lib.eval.rate_distortion import rate_distortion_reference, token_bits_per_pixel
@@ -157,10 +158,12 @@ def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bo
     each batch and computes the same evaluations; rank 0 alone writes the stage's files."""
     device = stage_device(cfg)
     p = cfg.pretrain
-    if parse_source(cfg.data.source)[0] == "davis":
-        # pretrain on the frames of the DAVIS training sequences; held-out clips from the others
-        train_store = pretraining_clip_source(cfg.data, split_names=("train",))
-        held_out = pretraining_clip_source(cfg.data, split_names=("val", "test"))
+    kind = parse_source(cfg.data.source)[0]
+    if kind in ("davis", "video"):
+        # pretrain on the frames of the training sequences / videos; held-out clips from the others
+        clip_source = pretraining_clip_source if kind == "davis" else video_pretraining_source
+        train_store = clip_source(cfg.data, split_names=("train",))
+        held_out = clip_source(cfg.data, split_names=("val", "test"))
         eval_clips = RealClipBatches(held_out, clip_frames=p.tokenizer.clip_frames, batch_size=1).fixed(p.n_eval_clips)
     else:  # PushWorld (also for COCO: its images are not video; the encoder is judged on transfer)
         data_dir = require(run_dir, "data", "pushworld/manifest.json")
