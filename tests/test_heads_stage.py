@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 
@@ -385,7 +386,7 @@ def test_davis_layout_by_parameter(tmp_path):
 
     over = {**REAL, "data.source": f"davis:{_shared('davis_sample')}", "data.davis_train": ["blackswan", "dog"],
             "data.davis_val": ["car-shadow"], "data.davis_test": ["motocross-jump"], "seg.frame_stride": 4,
-            "seg.test_frame_stride": 4}
+            "seg.test_frame_stride": 4, "seg.encoders": ["tokenizer", "random_tokenizer"]}  # no stage 03 here
     cfg, out = start_stage("smoke", tmp_path, "pretrain", over)
     pm = run_pretrain_stage(cfg, tmp_path, out, progress=False)  # no PushWorld data stage needed
     assert pm["tokenizer/steps"] == 3
@@ -399,6 +400,20 @@ def test_davis_layout_by_parameter(tmp_path):
     jf = m["seg/davis/jf_mean/unet/labels100"]
     assert jf == pytest.approx((m["seg/davis/j_mean/unet/labels100"] + m["seg/davis/f_mean/unet/labels100"]) / 2)
     assert not any(k.startswith("seg/fg_iou") for k in m)  # never mistaken for PushWorld rows
+    # the benchmark's format at native resolution: indexed PNGs per method and seed, scored from those files
+    from vpe_lib.eval.benchmark_formats import davis_scores_native, native_truth, read_davis_pngs
+    folder = out / "benchmark" / "davis" / "unet" / "seed1"
+    pngs = sorted(folder.glob("motocross-jump/*.png"))
+    assert len(pngs) == 10 and Image.open(pngs[0]).size == (854, 480) and Image.open(pngs[0]).mode == "P"
+    items = [{"sequence": "motocross-jump", "frame": p.stem,
+              "annotation": str(_shared("davis_sample") / "Annotations/480p/motocross-jump" / f"{p.stem}.png")}
+             for p in pngs]
+    again = davis_scores_native(read_davis_pngs(folder.parent / "seed1", items), [native_truth(i) for i in items],
+                                [i["sequence"] for i in items])
+    seeds = [json.loads((out / "per_seed.json").read_text())["unet"]["labels100"][k]["native_jf_mean"] for k in (0, 1)]
+    assert again["jf_mean"] == pytest.approx(seeds[1], abs=1e-9)
+    assert m["seg/davis/native_jf_mean/unet/labels100"] == pytest.approx(np.mean(seeds))
+    assert 0.5 < m["seg/davis/ceiling/jf_mean"] <= 1  # the truth at 32 px and back: below 1, far above chance
 
 
 @pytest.mark.slow
@@ -421,6 +436,19 @@ def test_tiny_coco_by_parameter(tmp_path):
     assert 0 <= m["seg/coco/fg_iou/tokenizer/conv/frozen/labels100"] <= 1
     assert 0 <= m["seg/coco/coco_ap/tokenizer/conv/frozen/labels100/ap"] <= 1
     assert m["seg/coco/n_test_frames"] == 10  # 20% of 50 images
+    # a results JSON per method and seed at native resolution; plain pycocotools scores it to the page's AP
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    results = out / "benchmark" / "coco" / "tokenizer__conv__frozen" / "seed0.json"
+    dets = json.loads(results.read_text())
+    assert dets and all(0 <= d["score"] <= 1 for d in dets) and len({d["score"] for d in dets}) > 1
+    gt = COCO(str(_shared("tiny_coco") / "annotations" / "instances_train2017.json"))
+    ev = COCOeval(gt, gt.loadRes(str(results)), "segm")
+    per_seed = json.loads((out / "per_seed.json").read_text())["tokenizer/conv/frozen"]["labels100"][0]
+    ev.params.imgIds = json.loads((out / "benchmark" / "coco" / "test_image_ids.json").read_text())
+    assert len(ev.params.imgIds) == 10
+    ev.evaluate(); ev.accumulate(); ev.summarize()
+    assert per_seed["native_ap"] == pytest.approx(max(ev.stats[0], 0.0), abs=1e-12)
 
 
 def test_predictor_features_from_a_shared_token_store_equal_the_encoders_own(tmp_path):

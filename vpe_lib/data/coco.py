@@ -256,12 +256,13 @@ def masks_to_coco_results(image_ids, masks, scores, category_ids) -> list[dict]:
     return out
 
 
-def coco_mask_ap(gt_json, results: Sequence[dict]) -> dict[str, float]:
+def coco_mask_ap(gt_json, results: Sequence[dict], image_ids: Sequence[int] | None = None) -> dict[str, float]:
     """Segmentation AP via ``COCOeval(gt, dt, "segm")`` with pycocotools' printing silenced.
 
     ``gt_json``: a path, a COCO dict, or a ``pycocotools.coco.COCO``.
     Returns AP (0.5:0.95), AP50, AP75, APs, APm, APl; NaN where COCO reports
     -1 (no ground truth in that range). No results at all gives 0.0.
+    ``image_ids``: evaluate on these images only (a test split of the json's images).
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -287,6 +288,8 @@ def coco_mask_ap(gt_json, results: Sequence[dict]) -> dict[str, float]:
     with _quiet():
         dt = gt.loadRes([dict(r) for r in results])  # loadRes adds keys in place
         ev = COCOeval(gt, dt, "segm")
+        if image_ids is not None:
+            ev.params.imgIds = sorted(int(i) for i in image_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

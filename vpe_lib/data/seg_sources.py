@@ -110,6 +110,10 @@ class LabelledSplit:
     video_ids: np.ndarray   # (N,) int: which video/sequence/image each frame comes from
     names: list[str]        # name of each video id (DAVIS sequence / COCO file name), index = video id
     instance: np.ndarray | None = None  # (N, S, S) int32 instance ids when the source has them
+    # where each frame comes from, for outputs in the benchmarks' formats at native resolution: DAVIS
+    # {"sequence", "frame" (file stem), "annotation" (its mask file)}; COCO {"image_id", "height", "width"}
+    items: list[dict] | None = None
+    meta: dict = field(default_factory=dict)  # COCO: {"annotations": the json, "category_ids": id of class k}
 
     def __post_init__(self) -> None:
         n = len(self.frames)
@@ -399,9 +403,11 @@ def _stride_of(frame_stride, split: str) -> int:
     return int(k)
 
 
-def _stack_split(frames: list, sems: list, vids: list, names: list[str], size, instances=None):
+def _stack_split(frames: list, sems: list, vids: list, names: list[str], size, instances=None, *,
+                 items: list[dict] | None = None, meta: dict | None = None):
     h, w = _size2(size)
     return LabelledSplit(
+        items=items, meta=meta or {},
         frames=np.stack(frames) if frames else np.zeros((0, h, w, 3), np.uint8),
         semantic=np.stack(sems) if sems else np.zeros((0, h, w), np.uint8),
         video_ids=np.asarray(vids, np.int64),
@@ -426,7 +432,7 @@ def load_davis_splits(root, *, size: int, splits: Mapping[str, Sequence[str]] | 
     out: dict[str, LabelledSplit] = {}
     for split, seqs in per_split.items():
         stride = _stride_of(frame_stride, split)
-        frames, sems, vids, names = [], [], [], []
+        frames, sems, vids, names, items = [], [], [], [], []
         n_tried = 0
         for seq in seqs:
             files = _frame_files(img_root / seq)
@@ -443,13 +449,14 @@ def load_davis_splits(root, *, size: int, splits: Mapping[str, Sequence[str]] | 
                 frames.append(item[0])
                 sems.append(item[1])
                 vids.append(len(names))
+                items.append({"sequence": seq, "frame": img.stem, "annotation": str(ann_root / seq / (img.stem + ".png"))})
                 kept += 1
             if kept:
                 names.append(seq)
         if not frames:
             raise DataError(f"split {split!r} is empty: all {n_tried} frames of its sequences "
                             f"({', '.join(seqs)}) were skipped -- {report.summary()}", path=img_root)
-        out[split] = _stack_split(frames, sems, vids, names, size)
+        out[split] = _stack_split(frames, sems, vids, names, size, items=items)
     report.warn(f"DAVIS {root}")
     return out, report, list(DAVIS_CLASSES)
 
@@ -548,7 +555,7 @@ def load_coco_splits(root, *, size: int, fractions: Sequence[float] = (0.6, 0.2,
     for split, idx in parts.items():
         if split == "val" and n_val == 0:
             continue
-        frames, sems, insts, vids, names = [], [], [], [], []
+        frames, sems, insts, vids, names, items = [], [], [], [], [], []
         for i in sorted(int(j) for j in idx):
             info = ds.coco.imgs[ds.image_ids[i]]
             img_path = img_dir / info["file_name"]
@@ -573,10 +580,13 @@ def load_coco_splits(root, *, size: int, fractions: Sequence[float] = (0.6, 0.2,
             insts.append(resize_labels(item["instance"].astype(np.int32), size))
             vids.append(len(names))
             names.append(str(info["file_name"]))
+            items.append({"image_id": int(info["id"]), "height": int(item["image"].shape[0]),
+                          "width": int(item["image"].shape[1])})
         if not frames:
             raise DataError(f"split {split!r} is empty: all {len(idx)} of its images were skipped -- "
                             f"{report.summary()}", path=ann_path)
-        out[split] = _stack_split(frames, sems, vids, names, size, insts)
+        out[split] = _stack_split(frames, sems, vids, names, size, insts, items=items, meta={
+            "annotations": str(ann_path), "category_ids": [None, *(int(c["id"]) for c in cats)]})
     report.warn(f"COCO {ann_path}")
     return out, report, class_names
 

@@ -33,7 +33,7 @@ from vpe_lib.models.encoders import PREDICTOR_ENCODERS
 from vpe_lib.stages.common import stage_device, write_json, write_metrics
 from vpe_lib.stages.head_training import foreground
 from vpe_lib.stages.heads_grid import convergence_work, grid_plan, row_work, searches_lr
-from vpe_lib.stages.heads_study import DAVIS_KEYS, Study
+from vpe_lib.stages.heads_study import DAVIS_KEYS, NATIVE_KEYS, Study
 from vpe_lib.progress import WorkEta, format_duration
 from vpe_lib.stages.seg_protocol import (Method, budget_index, choose_lr, main_methods, method_from_name,
                                          pct_name)
@@ -41,7 +41,8 @@ from vpe_lib.stages.seg_protocol import (Method, budget_index, choose_lr, main_m
 
 def _summarise(records: list[dict]) -> dict[str, float]:
     out = {}
-    for key in ("fg_iou", "fg_iou_objects", "miou", "dice", "boundary_f", "ap", "ap50", "ap75", *DAVIS_KEYS):
+    for key in ("fg_iou", "fg_iou_objects", "miou", "dice", "boundary_f", "ap", "ap50", "ap75", *DAVIS_KEYS,
+                *NATIVE_KEYS):
         vals = np.array([r[key] for r in records if key in r], float)
         if len(vals):
             out[key] = float(vals.mean())
@@ -106,8 +107,10 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
             if gt is not None:
                 r.update(instance_ap(gt, [semantic_to_instances(p.astype(np.float32), classes=study.object_classes)
                                           for p in probs]))
-            if r["seed"] == seed0 and pct == largest:
-                test_preds[method.key] = pred
+            if pct == largest:  # every seed's predictions in the benchmark's format, scored from those files
+                r.update(study.benchmark_outputs(method, r["seed"], probs))
+                if r["seed"] == seed0:
+                    test_preds[method.key] = pred
         per_run.setdefault(method.name, {})[pct_name(pct)] = runs
         # the pace from the updates this call ran: runs found finished in the cache took no time
         eta.record(work[i][0], sum(r["trained_steps"] for r in [*first.values(), *runs[1:]]),
@@ -123,6 +126,8 @@ def run_heads_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bool 
     for name, res in baselines.items():
         for k, v in res.items():
             metrics[f"seg/{k}/{name}"] = v
+    if study.source == "davis":  # the ceiling at native resolution: the truth at the study's size and back
+        metrics.update({f"seg/ceiling/{k}": v for k, v in study.davis_ceiling().items()})
     if study.source != "pushworld":  # seg/davis/..., seg/coco/...: never mistaken for PushWorld rows
         metrics = {k.replace("seg/", f"seg/{study.source}/", 1): v for k, v in metrics.items()}
         metrics[f"seg/{study.source}/n_skipped"] = len(study.skipped)

@@ -18,6 +18,8 @@ from vpe_lib.data.pushworld import CLASS_NAMES
 from vpe_lib.data.feature_store import FeatureStore, LevelView
 from vpe_lib.data.samplers import FrameBatches
 from vpe_lib.data.seg_sources import labels_kind, load_labelled_splits
+from vpe_lib.eval.benchmark_formats import (coco_ap_from_file, coco_results, davis_ceiling, davis_native,
+                                             native_truth, write_coco_results)
 from vpe_lib.eval.davis import davis_scores
 from vpe_lib.eval.segmentation import (SegAccumulator, curve_status)
 from vpe_lib.models.encoders import (PREDICTOR_ENCODERS, ImageEncoder, LevelSelect, PixelEncoder, PredictorEncoder,
@@ -25,7 +27,7 @@ from vpe_lib.models.encoders import (PREDICTOR_ENCODERS, ImageEncoder, LevelSele
 from vpe_lib.models.heads import SegmentationModel, build_head
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.unet import UNet2D
-from vpe_lib.stages.common import require
+from vpe_lib.stages.common import require, write_json
 from vpe_lib.stages.head_training import (MAX_CACHED_ENCODERS, BestOnValidation, CachedFeatureBatches, HeadOnFeatures,
                                          encoder_feature_store, n_trainable, predict_probs, predictor_feature_store,
                                          segmentation_step, token_store, with_flips)
@@ -39,6 +41,8 @@ from vpe_lib.train.loop import recipe, train
 
 # the DAVIS benchmark's numbers of a run on a DAVIS source (vpe_lib.eval.davis), beside the pooled IoU
 DAVIS_KEYS = ("j_mean", "j_recall", "j_decay", "f_mean", "f_recall", "f_decay", "jf_mean")
+# the same at the annotations' native resolution, scored from the written benchmark files (largest budget)
+NATIVE_KEYS = tuple(f"native_{k}" for k in DAVIS_KEYS) + ("native_ap", "native_ap50")
 
 
 class Study:
@@ -233,6 +237,34 @@ class Study:
                 "curve_status": curve_status([c[0] for c in curve], [c[1] for c in curve])}
 
     # -- scoring
+
+    def benchmark_outputs(self, method: Method, seed: int, probs: np.ndarray) -> dict[str, float]:
+        """Write one run's test predictions in its benchmark's format at native resolution, under
+        out/benchmark/<source>/<method>/seed<k>[.json], and score them from those files: DAVIS J, F, J&F
+        (native_j_mean, ...), COCO AP (native_ap, native_ap50). Nothing for PushWorld."""
+        test = self.splits["test"]
+        if test.items is None or self.source not in ("davis", "coco"):
+            return {}
+        folder = self.out / "benchmark" / self.source / method.key
+        if self.source == "davis":
+            d = davis_native(1.0 - probs[:, 0], test.items, self.native_truths(), out_dir=folder / f"seed{seed}")
+            return {f"native_{k}": d[k] for k in DAVIS_KEYS}
+        path = folder / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image_ids = sorted(it["image_id"] for it in test.items)
+        write_json(folder.parent / "test_image_ids.json", image_ids)  # what the APs are over
+        write_coco_results(path, coco_results(probs, test.items, test.meta["category_ids"], self.object_classes))
+        ap = coco_ap_from_file(test.meta["annotations"], path, image_ids)
+        return {"native_ap": ap["AP"], "native_ap50": ap["AP50"]}
+
+    def native_truths(self) -> list[np.ndarray]:
+        if not hasattr(self, "_native_truths"):
+            self._native_truths = [native_truth(it) for it in self.splits["test"].items]
+        return self._native_truths
+
+    def davis_ceiling(self) -> dict[str, float]:
+        """J, F, J&F of the ground truth brought to the study's resolution and back: what no model beats."""
+        return davis_ceiling(self.splits["test"].items, self.size, self.native_truths())
 
     def score(self, pred: np.ndarray) -> dict[str, float]:
         test = self.splits["test"]

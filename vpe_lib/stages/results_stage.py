@@ -101,6 +101,24 @@ def segmentation_rows(metrics: dict[str, float], prefix: str = "seg") -> list[di
     return sorted(out, key=lambda r: -(r["fg_iou"] if r["fg_iou"] is not None else -1))
 
 
+def benchmark_rows(m: dict[str, float], prefix: str) -> tuple[list[dict], dict[str, float]]:
+    """The real-data sources scored as their benchmarks score them, at the largest label budget:
+    per method the native-resolution scores from the written files (DAVIS J&F, J, F; COCO AP, AP50;
+    mean and std over seeds) beside the study's pooled IoU at its own resolution; and the DAVIS
+    ceiling (the truth brought to the study's resolution and back). Empty for PushWorld."""
+    rows = []
+    for r in study_rows(m, prefix):
+        get = lambda k: m.get(f"{prefix}/{k}/{r['method']}/{r['labels']}")  # noqa: E731
+        native = {k: get(f"native_{k}") for k in ("jf_mean", "j_mean", "f_mean", "ap", "ap50")}
+        if all(v is None for v in native.values()):
+            continue
+        rows.append({"method": r["method"], "labels": r["labels"], "pooled_iou": r["fg_iou"],
+                     "model_res_jf_mean": get("jf_mean"), **native,
+                     **{f"{k}_std": get(f"native_{k}_std") for k in native}})
+    ceiling = {k: m[f"{prefix}/ceiling/{k}"] for k in ("jf_mean", "j_mean", "f_mean") if f"{prefix}/ceiling/{k}" in m}
+    return sorted(rows, key=lambda r: -max(r["jf_mean"] or -1, r["ap"] or -1)), ceiling
+
+
 # encoders with a random-weight twin (random_<name>): the rows the index answers for
 PRETRAINED_ENCODERS = ("tokenizer", "masked", "ar")
 
