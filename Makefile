@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= cpu
 RUN_DIR ?= runs/$(PROFILE)
-REPORT_DIR ?= reports
+# the cpu report is the project's front page (reports/); every other profile renders under reports/<profile>
+REPORT_DIR ?= $(if $(filter cpu,$(PROFILE)),reports,reports/$(PROFILE))
+# PROFILE=davis: a DAVIS root (JPEGImages/ + Annotations/); default the four sample sequences beside the project
+DAVIS ?=
 
 .PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-convergence bench-predict bench-compile bench-mv bench-loader still-input check-lab clean
 
@@ -20,7 +23,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 report: $(STAMP)
-	$(BIN)/vpe report --profile $(PROFILE) --run-dir $(RUN_DIR) --out $(REPORT_DIR) $(if $(FORCE),--force $(FORCE))
+	$(BIN)/vpe report --profile $(PROFILE) --run-dir $(RUN_DIR) --out $(REPORT_DIR) $(if $(FORCE),--force $(FORCE)) \
+	  $(if $(DAVIS),--set data.source=davis:$(abspath $(DAVIS)))
 
 # Chromium for the browser test of the report pages (tests/test_report_browser.py skips without it):
 # Debian's package, installed where we may (root with apt-get); elsewhere say how.

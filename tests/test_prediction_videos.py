@@ -95,10 +95,11 @@ def test_davis_videos_split_by_sequence_with_masks():
 
 
 @pytest.mark.slow
-def test_prediction_and_masking_study_on_davis(tmp_path):
-    """`data.source=davis:<root>`: the predictors and the masking study train on the training
-    sequences (with the frame-difference proxy for motion, said so), and the heads stage segments with
-    the transformer-informed encoder like on PushWorld."""
+def test_the_davis_profile_on_the_samples(tmp_path):
+    """The davis profile (CI's smoke form: its models and data, a few updates): the predictors and the
+    masking study train on the training sequences (with the frame-difference proxy for motion, said so),
+    and the heads stage segments with the transformer-informed encoder like on PushWorld."""
+    from vpe_lib.config import get_config
     from vpe_lib.stages.common import start_stage
     from vpe_lib.stages.heads_stage import run_heads_stage
     from vpe_lib.stages.predict_stage import run_predict_stage
@@ -111,10 +112,18 @@ def test_prediction_and_masking_study_on_davis(tmp_path):
             "predict.train.steps": 4, "predict.study_budgets": [1.0], "predict.study_maskings": ["random", "mgm"],
             "seg.train.steps": 4, "seg.train.eval_every": 2, "seg.level_probes": False,
             "seg.without_pixel_levels": False, "seg.label_pcts": [100], "seg.encoders": ["masked", "random_masked"],
-            "seg.modes": ["frozen"], "seg.frame_stride": 8, "seg.test_frame_stride": 8}
-    cfg, out = start_stage("smoke", tmp_path, "pretrain", over)
+            "seg.modes": ["frozen"], "seg.frame_stride": 8, "seg.test_frame_stride": 8, "seg.seeds": [0], "seg.convergence_steps": 0,
+            "predict.probe_videos": 2, "predict.study_seeds": [0], "pretrain.n_eval_clips": 4,
+            # CI's smoke form: the smoke profile's model sizes at 32 px (the profile's own: 64 px, ~4x the CPU)
+            "data.image_size": 32, "pretrain.tokenizer.base_channels": 8, "pretrain.tokenizer.channel_mults": [1, 2],
+            "pretrain.tokenizer.temporal_down": [True], "pretrain.tokenizer.spatial_down": [True],
+            "pretrain.tokenizer.embed_dim": 16, "pretrain.tokenizer.codebook_size": 32,
+            "predict.dim": 32, "predict.depth": 2, "predict.heads": 2, "predict.n_sample_clips": 2,
+            "predict.maskgit_steps": 2, "seg.head_hidden": 8}
+    assert get_config("davis").data.image_size == 64 and get_config("davis").data.source.startswith("davis:")
+    cfg, out = start_stage("davis", tmp_path, "pretrain", over)
     run_pretrain_stage(cfg, tmp_path, out, progress=False)
-    cfg, out = start_stage("smoke", tmp_path, "predict", over)
+    cfg, out = start_stage("davis", tmp_path, "predict", over)
     m = run_predict_stage(cfg, tmp_path, out, progress=False)
     assert m["predict/motion_is_proxy"] == 1.0 and "predict/skipped_no_video" not in m
     for name in ("masked", "ar", "code_table", "copy_tokens"):
@@ -123,9 +132,11 @@ def test_prediction_and_masking_study_on_davis(tmp_path):
     assert np.isfinite(m["masking/mgm/x1/probe_fg_iou"]) and "masking/mgm/moving_recall" in m
     videos = json.loads((out / "videos.json").read_text())
     assert "motocross-jump" in videos["test"]["name"] and "proxy" in videos["test"]["motion"]
-    cfg, out = start_stage("smoke", tmp_path, "heads", over)
+    cfg, out = start_stage("davis", tmp_path, "heads", over)
     hm = run_heads_stage(cfg, tmp_path, out, progress=False, log=lambda s: None)
     assert 0 <= hm["seg/davis/fg_iou/masked/conv/frozen/labels100"] <= 1
+    assert 0 <= hm["seg/davis/native_jf_mean/masked/conv/frozen/labels100"] <= 1
+    assert 0.5 < hm["seg/davis/ceiling/jf_mean"] < 1  # the truth at 32 px and back to 854 x 480
     assert json.loads((out / "skipped.json").read_text())["methods_not_run"] == []
 
 
