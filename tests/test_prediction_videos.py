@@ -10,7 +10,7 @@ from vpe_lib.data.errors import DataError
 from vpe_lib.data.motion import moving_tokens, true_moving_tokens
 from vpe_lib.data.prediction_videos import (FRAME_DIFFERENCE_THRESHOLD, ClipSourceVideos, PushWorldVideos,
                                             davis_prediction_videos)
-from vpe_lib.data.seg_sources import InMemoryClipSource
+from vpe_lib.data.clips import InMemoryClipSource
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

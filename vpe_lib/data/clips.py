@@ -26,7 +26,7 @@ import os
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -330,6 +330,56 @@ class VideoFolderSource(IndexedSource):
             raise DataError(f"decoded {len(video)} frames, fewer than the {self._lengths[i]} "
                             f"found at indexing (file changed?)", path=self._paths[i])
         return clip.copy()  # never hand out a view of the cache
+
+
+# ---------------------------------------------------------------------------
+# decoded videos in memory
+
+
+class InMemoryClipSource:
+    """A :class:`~vpe_lib.data.clips.ClipSource` over decoded videos held in memory.
+
+    ``videos``: name -> uint8 (T, H, W, 3), all the same H, W. ``read_clip`` is a
+    slice (no decoding during training).
+    """
+
+    kind = "memory"
+
+    def __init__(self, videos: Mapping[str, np.ndarray], *, name: str, root=None,
+                 skipped: Sequence[tuple[str, str]] = ()):
+        self.name = name
+        self.root = Path(root) if root is not None else None
+        self.skipped: list[tuple[str, str]] = list(skipped)
+        self._ids = list(videos)
+        self._videos = [np.ascontiguousarray(videos[k]) for k in self._ids]
+        if not self._videos:
+            raise DataError(f"no usable video for {name}", path=root)
+        shapes = {v.shape[1:] for v in self._videos}
+        if len(shapes) != 1 or any(v.ndim != 4 or v.dtype != np.uint8 for v in self._videos):
+            raise ValueError(f"videos must be uint8 (T, H, W, 3) of one size, got {sorted(shapes)}")
+
+    def __len__(self) -> int:
+        return len(self._videos)
+
+    def num_frames(self, i: int) -> int:
+        return len(self._videos[i])
+
+    def video_id(self, i: int) -> str:
+        return self._ids[i]
+
+    def read_clip(self, i: int, start: int, length: int) -> np.ndarray:
+        if not 0 <= i < len(self._videos):
+            raise IndexError(f"video {i} out of range for {len(self._videos)} videos of {self.name}")
+        n = len(self._videos[i])
+        if length < 1 or start < 0 or start + length > n:
+            raise IndexError(f"clip [{start}, {start + length}) out of range for {n} frames of {self._ids[i]}")
+        return self._videos[i][start:start + length].copy()
+
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in self._videos)
+
+    def __repr__(self) -> str:
+        return f"InMemoryClipSource({self.name!r}, videos={len(self)}, skipped={len(self.skipped)})"
 
 
 # ---------------------------------------------------------------------------

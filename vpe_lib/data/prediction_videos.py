@@ -15,9 +15,13 @@ from typing import Sequence
 
 import numpy as np
 
+from .davis_splits import _davis_dirs, davis_clip_source, read_davis_semantic, resolve_davis_splits
 from .errors import DataError
+from .labelled import resize_labels
 from .motion import remove_camera_motion
+from .seg_sources import davis_splits_from_config, parse_source, real_image_size
 from .store import PushWorldStore
+from .video_source import open_video_source, video_split_ids
 
 FLOW_THRESHOLD = 0.5  # px / frame, the camera's median motion removed (as `motion.true_moving_tokens`)
 FRAME_DIFFERENCE_THRESHOLD = 16.0  # grey levels of mean |colour change| to the next frame (the proxy)
@@ -153,8 +157,6 @@ def davis_masks(ann_root: Path, size: int):
     """masks(sequence, frame indices) -> bool (T, S, S): the DAVIS annotations of those frames,
     resized (nearest) to the frames' side; void (255) counts as background. A missing mask is a
     DataError naming the file."""
-    from .seg_sources import read_davis_semantic, resize_labels
-
     def masks(seq: str, idx) -> np.ndarray:
         files = sorted((p for p in (ann_root / seq).glob("*.png")), key=lambda p: p.name)
         out = []
@@ -172,9 +174,6 @@ def davis_prediction_videos(cfg_data, *, min_frames: int = 1) -> dict[str, ClipS
     """train / val / test videos of a `davis:<root>` source, by the study's split of sequences (the
     tokenizer pretrained on the train sequences' frames). No val sequence -> the last train sequence
     is the predictors' validation video (said in its name); fewer than 2 train sequences then -> DataError."""
-    from .seg_sources import (_davis_dirs, davis_clip_source, davis_splits_from_config, parse_source,
-                              real_image_size, resolve_davis_splits)
-
     _, root = parse_source(cfg_data.source)
     resolution = getattr(cfg_data, "davis_resolution", "480p")
     size = real_image_size(cfg_data)
@@ -199,9 +198,6 @@ def davis_prediction_videos(cfg_data, *, min_frames: int = 1) -> dict[str, ClipS
 def video_prediction_videos(cfg_data) -> dict[str, ClipSourceVideos]:
     """train / val / test videos of a `video:<file or folder>` source, split by file
     (`video_source.video_split_ids`); no labels; MGM reads each file's own codec stream."""
-    from .seg_sources import parse_source
-    from .video_source import open_video_source, video_split_ids
-
     _, path = parse_source(cfg_data.source)
     source = open_video_source(cfg_data, path)
     out = {}

@@ -19,6 +19,7 @@ import numpy as np
 
 from .clips import VideoFolderSource
 from .errors import DataError
+from .seg_sources import parse_source, real_image_size
 
 SPLITS = ("train", "val", "test")
 
@@ -31,8 +32,6 @@ def _counts(n: int) -> tuple[int, int, int]:
 
 def open_video_source(cfg_data, path: Path) -> VideoFolderSource:
     """Every video under `path`, decoded once at the study's square side (`seg_sources.real_image_size`)."""
-    from .seg_sources import real_image_size
-
     s = real_image_size(cfg_data)
     return VideoFolderSource(path, size=(s, s))
 
@@ -75,8 +74,6 @@ class SubsetClipSource:
 def video_pretraining_source(cfg_data, split_names: Sequence[str] = ("train",)) -> SubsetClipSource:
     """The videos of `split_names` of a `video:` source, for tokenizer pretraining (train) or its
     held-out clips (val, test)."""
-    from .seg_sources import parse_source
-
     _, path = parse_source(cfg_data.source)
     source = open_video_source(cfg_data, path)
     per_split = video_split_ids(source)

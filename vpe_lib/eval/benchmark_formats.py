@@ -24,7 +24,8 @@ from PIL import Image
 
 from vpe_lib.atomic import atomic_write_text
 from vpe_lib.data.coco import coco_mask_ap, masks_to_coco_results
-from vpe_lib.data.seg_sources import read_davis_semantic, resize_labels
+from vpe_lib.data.davis_splits import read_davis_semantic
+from vpe_lib.data.labelled import resize_labels
 from vpe_lib.eval.davis import boundary_f, region_j, statistics
 from vpe_lib.eval.segmentation import semantic_to_instances
 

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vpe_lib.data.seg_sources import LabelledSplit
+from vpe_lib.data.labelled import LabelledSplit
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.models.encoders import ENCODERS, PREDICTOR_ENCODERS
 from vpe_lib.models.heads import MODES
