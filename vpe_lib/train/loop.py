@@ -373,6 +373,242 @@ class _Window:
 # ---------------------------------------------------------------------------- the loop
 
 
+class _Run:
+    """One call of `train`: the model, its optimizer, schedule, EMA and fp16 scaler, where it stands
+    (step, wall time before this call, skipped updates) and the files it keeps in out_dir. Each method
+    is one of the loop's jobs: resume, one update, checkpoint, log, evaluate."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, out_dir: Path, desc: str, identity: Any):
+        self.cfg, self.out_dir, self.desc = cfg, out_dir, desc
+        self.rank, self.world = get_rank(), get_world_size()
+        self.main = self.rank == 0
+        if self.main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path, self.final_path = out_dir / "checkpoint.pt", out_dir / "final.pt"
+        self.metrics_path = out_dir / "metrics.jsonl"
+        self.raw = raw = unwrap_model(model)
+        device = module_device(raw)
+        if self.world > 1 and torch.distributed.get_backend() == "nccl" and device.type != "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())  # NCCL needs the model on this rank's GPU
+            raw.to(device)
+        self.device = device
+        self.trainable = [p for p in raw.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(param_groups(raw, cfg.weight_decay, cfg.lr), lr=cfg.lr, betas=cfg.betas)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
+        self.ema = ModelEMA(raw, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.precision = resolve_amp(cfg.amp, device)  # here, before any work: bf16 asked of a GPU without it fails
+        self.scaler = _grad_scaler(self.precision, device)  # fp16 only
+        self.step, self.elapsed_before, self.skipped, self.scaler_skipped, self.last_ckpt = 0, 0.0, 0, 0, None
+        self.run_id = run_identity(cfg, identity)
+        self.t_start = time.perf_counter()
+        self.history: list[dict] = []
+
+    # -- resume
+
+    def resume_or_seed(self) -> None:
+        """Continue from out_dir/checkpoint.pt when it was written by this run's identity and recipe
+        (another one is set aside first); else seed every RNG from cfg.seed."""
+        cfg, main, world, ckpt_path = self.cfg, self.main, self.world, self.ckpt_path
+        if main and ckpt_path.exists():
+            _set_aside_stale(self.out_dir, self.run_id, self.desc)
+        if world > 1:
+            barrier()  # every rank sees the same folder before deciding to resume
+        resume = ckpt_path.exists()
+        if world > 1:
+            seen = all_gather_object(resume)
+            if any(seen) != all(seen):
+                raise RuntimeError(f"{ckpt_path} exists on ranks {[r for r, s in enumerate(seen) if s]} but not on "
+                                   f"the others: out_dir must be on a filesystem every rank shares")
+        if resume:
+            state = load_checkpoint(ckpt_path)  # on every rank
+            self.raw.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            if self.ema is not None:
+                if state.get("ema") is None:
+                    raise ValueError(f"{ckpt_path} has no EMA state but cfg.ema_decay = {cfg.ema_decay}")
+                self.ema.load_state_dict(state["ema"])
+            if self.scaler is not None and state.get("scaler"):
+                # the loss scale and its growth counter: without them a resumed fp16 run would restart at
+                # 2**16 and overflow / skip updates the uninterrupted run did not
+                self.scaler.load_state_dict(state["scaler"])
+            restore_rng_state(state["rng"])
+            self.step = self.last_ckpt = state["step"]
+            self.elapsed_before, self.skipped = state.get("elapsed_s", 0.0), state.get("skipped", 0)
+            self.scaler_skipped = state.get("fp16_overflows", 0)
+            changed = {k: (v, getattr(cfg, k)) for k, v in state["cfg"].items()
+                       if k != "steps" and k not in _COSMETIC
+                       and hasattr(cfg, k) and _norm(v) != _norm(getattr(cfg, k))}
+            if changed and main:
+                warnings.warn(f"resuming {ckpt_path} with a changed config (saved, now): {changed}", stacklevel=3)
+            _say(f"{self.desc}: resuming from step {self.step} ({ckpt_path})", cfg.progress and main)
+        else:
+            seed_everything(cfg.seed)
+        self.history = _read_metrics(self.metrics_path, self.step, rewrite=main)
+        if main:
+            atomic_write_text(json.dumps(asdict(cfg), indent=2) + "\n", self.out_dir / "train_config.json")
+
+    # -- files
+
+    def save_checkpoint(self) -> None:
+        if self.main:
+            atomic_save({
+                "model": self.raw.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "step": self.step,
+                "rng": capture_rng_state(),
+                "cfg": asdict(self.cfg),
+                "elapsed_s": self.elapsed_before + time.perf_counter() - self.t_start,
+                "skipped": self.skipped,
+                "fp16_overflows": self.scaler_skipped,
+                "world_size": self.world,  # informational: batches are global, resume works on any world size
+                "identity": self.run_id,
+            }, self.ckpt_path)
+        if self.world > 1:
+            barrier()  # nobody reads or races past a half-written checkpoint
+        self.last_ckpt = self.step
+
+    def emit(self, record: dict) -> None:
+        self.history.append(record)
+        if self.main:
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def run_eval(self, eval_fn: Callable[[nn.Module], dict[str, float]]) -> None:
+        target = self.ema.module if self.ema is not None else self.raw
+        was_training = target.training
+        target.eval()
+        try:
+            with preserved_rng():
+                results = eval_fn(target)
+        finally:
+            target.train(was_training)
+        self.emit({"step": self.step, **{f"eval/{k}": _float(v) for k, v in results.items()}})
+
+    def log_window(self, window: _Window, lr: float) -> None:
+        now = time.perf_counter()
+        means = all_reduce_mean(window.means())  # over ranks: the global-batch values
+        scaler = self.scaler
+        self.emit({
+            "step": self.step,
+            "lr": lr,
+            "loss": means.pop("loss", None),
+            **means,
+            "items_per_s": window.items / max(now - window.t0, 1e-9),
+            "elapsed_s": self.elapsed_before + now - self.t_start,
+            "skipped": self.skipped,
+            # fp16: the loss scale, and the updates its overflows skipped (not in `skipped`)
+            **({"grad_scale": scaler.get_scale(), "fp16_overflows": self.scaler_skipped} if scaler is not None else {}),
+        })
+        window.reset(now)
+
+    # -- one update
+
+    def forward_model(self, model: nn.Module) -> tuple[nn.Module, nn.parallel.DistributedDataParallel | None]:
+        """What step_fn gets (DDP-wrapped under torchrun, compiled when asked) and the DDP wrapper."""
+        ddp = None
+        if self.world > 1:
+            if isinstance(model, nn.parallel.DistributedDataParallel):
+                ddp = model
+            else:
+                if self.main:
+                    _warn_unsynced_codebooks(self.raw)
+                ddp = nn.parallel.DistributedDataParallel(
+                    model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        fwd_model = ddp if ddp is not None else model
+        if self.cfg.compile:
+            fwd_model = compile_model(fwd_model, self.device)  # shares the parameters: optimizer, checkpoints unchanged
+        return fwd_model, ddp
+
+    def gradients(self, step_fn: StepFn, fwd_model: nn.Module, ddp, batches: Batches
+                  ) -> tuple[dict[str, float], int, dict | None]:
+        """Accumulate the gradients of cfg.grad_accum micro-batches: (mean metrics, global items, the
+        metrics of a non-finite loss on any rank, or None)."""
+        cfg = self.cfg
+        sums: dict[str, float] = {}
+        items = 0
+        for j in range(cfg.grad_accum):
+            # the global micro-batch, or only this rank's slice of it where the source reads that alone
+            batch, local = read_batch(batches, self.step * cfg.grad_accum + j, self.rank, self.world)
+            items += batch_items(batch) * (self.world if local else 1)  # global items, either way
+            batch = to_device(batch if local else shard_batch(batch, self.rank, self.world), self.device)
+            # DDP: all but the last micro-batch accumulate locally, without the gradient all-reduce.
+            sync = ddp is None or j == cfg.grad_accum - 1
+            with contextlib.nullcontext() if sync else ddp.no_sync():
+                with _autocast(self.precision, self.device):
+                    loss, metrics = step_fn(fwd_model, batch)
+                values = {k: _float(v) for k, v in metrics.items()}
+                values["loss"] = _float(loss)
+                nonfinite = not math.isfinite(values["loss"])
+                # every rank must take the same branch, or DDP's gradient all-reduce would hang
+                if any_rank(nonfinite):
+                    return sums, items, values if nonfinite else {**values, "nonfinite_on_another_rank": 1.0}
+                scaled = loss / cfg.grad_accum
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+        return sums, items, None
+
+    def update(self, step_fn: StepFn, fwd_model: nn.Module, ddp, batches: Batches, window: _Window
+               ) -> tuple[dict[str, float], int, bool]:
+        """One optimizer update (or a skipped one: a non-finite loss or gradient, an fp16 overflow) and
+        the schedule's step -> (mean metrics, global items, whether it was applied)."""
+        cfg, opt, scaler = self.cfg, self.opt, self.scaler
+        # A skipped update must not leave half-updated buffers behind (e.g. an EMA codebook
+        # that already absorbed a NaN batch), so keep a copy to restore.
+        saved = [b.detach().clone() for b in self.raw.buffers()] if cfg.nonfinite == "skip" else None
+        opt.zero_grad(set_to_none=True)
+        sums, items, bad = self.gradients(step_fn, fwd_model, ddp, batches)
+        overflow, grad_norm = False, math.nan
+        if bad is None:
+            if scaler is not None:
+                scaler.unscale_(opt)  # clip (and log) the true gradients, not the scaled ones
+            # after DDP's all-reduce the gradients (hence the norm) are the same on every rank
+            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, max_norm)) if self.trainable else 0.0
+            if not math.isfinite(grad_norm):
+                if scaler is not None:
+                    # fp16 overflow of the *scaled* gradients: routine while the scaler finds its
+                    # scale; it skips this update and halves the scale (not a non-finite loss)
+                    overflow = True
+                else:
+                    bad = {**sums, "grad_norm": grad_norm}
+        if bad is not None:
+            if cfg.nonfinite == "stop":
+                raise NonFiniteLossError(self.step + 1, bad, self.last_ckpt)
+            opt.zero_grad(set_to_none=True)
+            if saved is not None:
+                with torch.no_grad():
+                    for b, s in zip(self.raw.buffers(), saved):
+                        b.copy_(s)
+            self.skipped += 1
+            log.warning("%s: skipped update %d (non-finite: %s)", self.desc, self.step + 1, bad)
+        elif scaler is not None:
+            scaler.step(opt)  # skips opt.step() when the unscaled gradients hold inf / NaN
+            scaler.update()
+            if overflow:
+                self.scaler_skipped += 1
+            else:
+                if self.ema is not None:
+                    self.ema.update(self.raw)
+                window.add({**sums, "grad_norm": grad_norm}, items)
+        else:
+            opt.step()
+            if self.ema is not None:
+                self.ema.update(self.raw)
+            window.add({**sums, "grad_norm": grad_norm}, items)
+        with warnings.catch_warnings():
+            # an update skipped before the first optimizer step (fp16 overflow, nonfinite="skip")
+            # still advances the schedule, so update k always runs at lr(k) as on resume
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+            self.sched.step()
+        self.step += 1
+        return sums, items, bad is None
+
+
 def train(
     model: nn.Module,
     step_fn: StepFn,
@@ -396,252 +632,60 @@ def train(
     recipe (`cfg` up to logging fields) is never resumed: it is moved to out_dir/stale-<key>/ and
     the run starts fresh, saying so.
     """
-    out_dir = Path(out_dir)
-    rank, world = get_rank(), get_world_size()
-    main = rank == 0
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path, final_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "final.pt", out_dir / "metrics.jsonl"
-
-    raw = unwrap_model(model)
-    device = module_device(raw)
-    if world > 1 and torch.distributed.get_backend() == "nccl" and device.type != "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())  # NCCL needs the model on this rank's GPU
-        raw.to(device)
-    trainable = [p for p in raw.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(param_groups(raw, cfg.weight_decay, cfg.lr), lr=cfg.lr, betas=cfg.betas)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    ema = ModelEMA(raw, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    precision = resolve_amp(cfg.amp, device)  # here, before any work: bf16 asked of a GPU without it fails
-    scaler = _grad_scaler(precision, device)  # fp16 only
-
-    step, elapsed_before, skipped, scaler_skipped, last_ckpt = 0, 0.0, 0, 0, None
-    run_id = run_identity(cfg, identity)
-    if main and ckpt_path.exists():
-        _set_aside_stale(out_dir, run_id, desc)
-    if world > 1:
-        barrier()  # every rank sees the same folder before deciding to resume
-    resume = ckpt_path.exists()
-    if world > 1:
-        seen = all_gather_object(resume)
-        if any(seen) != all(seen):
-            raise RuntimeError(f"{ckpt_path} exists on ranks {[r for r, s in enumerate(seen) if s]} but not on the "
-                               f"others: out_dir must be on a filesystem every rank shares")
-    if resume:
-        state = load_checkpoint(ckpt_path)  # on every rank
-        raw.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if ema is not None:
-            if state.get("ema") is None:
-                raise ValueError(f"{ckpt_path} has no EMA state but cfg.ema_decay = {cfg.ema_decay}")
-            ema.load_state_dict(state["ema"])
-        if scaler is not None and state.get("scaler"):
-            # the loss scale and its growth counter: without them a resumed fp16 run would restart at
-            # 2**16 and overflow / skip updates the uninterrupted run did not
-            scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
-        step = last_ckpt = state["step"]
-        elapsed_before, skipped = state.get("elapsed_s", 0.0), state.get("skipped", 0)
-        scaler_skipped = state.get("fp16_overflows", 0)
-        changed = {k: (v, getattr(cfg, k)) for k, v in state["cfg"].items()
-                   if k != "steps" and k not in _COSMETIC
-                   and hasattr(cfg, k) and _norm(v) != _norm(getattr(cfg, k))}
-        if changed and main:
-            warnings.warn(f"resuming {ckpt_path} with a changed config (saved, now): {changed}", stacklevel=2)
-        _say(f"{desc}: resuming from step {step} ({ckpt_path})", cfg.progress and main)
-    else:
-        seed_everything(cfg.seed)
-    history = _read_metrics(metrics_path, step, rewrite=main)
-    if main:
-        atomic_write_text(json.dumps(asdict(cfg), indent=2) + "\n", out_dir / "train_config.json")
-
-    def save_checkpoint() -> None:
-        nonlocal last_ckpt
-        if main:
-            atomic_save({
-                "model": raw.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "step": step,
-                "rng": capture_rng_state(),
-                "cfg": asdict(cfg),
-                "elapsed_s": elapsed_before + time.perf_counter() - t_start,
-                "skipped": skipped,
-                "fp16_overflows": scaler_skipped,
-                "world_size": world,  # informational: batches are global, resume works on any world size
-                "identity": run_id,
-            }, ckpt_path)
-        if world > 1:
-            barrier()  # nobody reads or races past a half-written checkpoint
-        last_ckpt = step
-
-    def emit(record: dict) -> None:
-        history.append(record)
-        if main:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def run_eval() -> None:
-        target = ema.module if ema is not None else raw
-        was_training = target.training
-        target.eval()
-        try:
-            with preserved_rng():
-                results = eval_fn(target)
-        finally:
-            target.train(was_training)
-        emit({"step": step, **{f"eval/{k}": _float(v) for k, v in results.items()}})
-
-    end_step = cfg.steps if max_steps_this_run is None else min(cfg.steps, step + max_steps_this_run)
-    snapshot_buffers = cfg.nonfinite == "skip"
-    ddp = None
-    if world > 1:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            ddp = model
-        else:
-            if main:
-                _warn_unsynced_codebooks(raw)
-            ddp = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
-    fwd_model = ddp if ddp is not None else model  # what step_fn gets
-    if cfg.compile:
-        fwd_model = compile_model(fwd_model, device)  # shares the parameters: the optimizer and checkpoints see no change
+    run = _Run(model, cfg, Path(out_dir), desc, identity)
+    run.resume_or_seed()
+    end_step = cfg.steps if max_steps_this_run is None else min(cfg.steps, run.step + max_steps_this_run)
+    fwd_model, ddp = run.forward_model(model)
     model.train()
     fwd_model.train()
-    pbar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not (cfg.progress and main), dynamic_ncols=True)
-    t_start = time.perf_counter()
-    start_step, items_run = step, 0
+    pbar = tqdm(total=cfg.steps, initial=run.step, desc=desc, disable=not (cfg.progress and run.main),
+                dynamic_ncols=True)
+    run.t_start = t_start = time.perf_counter()
+    start_step, items_run = run.step, 0
     window = _Window()
     try:
-        while step < end_step:
-            # A skipped update must not leave half-updated buffers behind (e.g. an EMA codebook
-            # that already absorbed a NaN batch), so keep a copy to restore.
-            saved = [b.detach().clone() for b in raw.buffers()] if snapshot_buffers else None
-            opt.zero_grad(set_to_none=True)
-            sums: dict[str, float] = {}
-            items, bad = 0, None
-            for j in range(cfg.grad_accum):
-                # the global micro-batch, or only this rank's slice of it where the source reads that alone
-                batch, local = read_batch(batches, step * cfg.grad_accum + j, rank, world)
-                items += batch_items(batch) * (world if local else 1)  # global items, either way
-                batch = to_device(batch if local else shard_batch(batch, rank, world), device)
-                # DDP: all but the last micro-batch accumulate locally, without the gradient all-reduce.
-                sync = ddp is None or j == cfg.grad_accum - 1
-                with contextlib.nullcontext() if sync else ddp.no_sync():
-                    with _autocast(precision, device):
-                        loss, metrics = step_fn(fwd_model, batch)
-                    values = {k: _float(v) for k, v in metrics.items()}
-                    values["loss"] = _float(loss)
-                    nonfinite = not math.isfinite(values["loss"])
-                    # every rank must take the same branch, or DDP's gradient all-reduce would hang
-                    if any_rank(nonfinite):
-                        bad = values if nonfinite else {**values, "nonfinite_on_another_rank": 1.0}
-                        break
-                    scaled = loss / cfg.grad_accum
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
-            overflow = False
-            if bad is None:
-                if scaler is not None:
-                    scaler.unscale_(opt)  # clip (and log) the true gradients, not the scaled ones
-                # after DDP's all-reduce the gradients (hence the norm) are the same on every rank
-                max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm)) if trainable else 0.0
-                if not math.isfinite(grad_norm):
-                    if scaler is not None:
-                        # fp16 overflow of the *scaled* gradients: routine while the scaler finds its
-                        # scale; it skips this update and halves the scale (not a non-finite loss)
-                        overflow = True
-                    else:
-                        bad = {**sums, "grad_norm": grad_norm}
-            if bad is not None:
-                if cfg.nonfinite == "stop":
-                    raise NonFiniteLossError(step + 1, bad, last_ckpt)
-                opt.zero_grad(set_to_none=True)
-                if saved is not None:
-                    with torch.no_grad():
-                        for b, s in zip(raw.buffers(), saved):
-                            b.copy_(s)
-                skipped += 1
-                log.warning("%s: skipped update %d (non-finite: %s)", desc, step + 1, bad)
-            elif scaler is not None:
-                scaler.step(opt)  # skips opt.step() when the unscaled gradients hold inf / NaN
-                scaler.update()
-                if overflow:
-                    scaler_skipped += 1
-                else:
-                    if ema is not None:
-                        ema.update(raw)
-                    window.add({**sums, "grad_norm": grad_norm}, items)
-            else:
-                opt.step()
-                if ema is not None:
-                    ema.update(raw)
-                window.add({**sums, "grad_norm": grad_norm}, items)
-            lr = opt.param_groups[0]["lr"]
-            with warnings.catch_warnings():
-                # an update skipped before the first optimizer step (fp16 overflow, nonfinite="skip")
-                # still advances the schedule, so update k always runs at lr(k) as on resume
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
-                sched.step()
-            step += 1
+        while run.step < end_step:
+            lr = run.opt.param_groups[0]["lr"]  # the rate this update runs at
+            sums, items, applied = run.update(step_fn, fwd_model, ddp, batches, window)
             items_run += items
-            if bad is None:
+            step = run.step
+            if applied:
                 pbar.set_postfix(loss=f"{sums['loss']:.4f}", items_s=f"{items_run / (time.perf_counter() - t_start):.1f}",
                                  refresh=False)
             pbar.update(1)
-            if main:
+            if run.main:
                 progress.training_step(desc, step, cfg.steps, start_step, time.perf_counter() - t_start)
-
             if step % cfg.log_every == 0 or step == end_step:
-                now = time.perf_counter()
-                means = all_reduce_mean(window.means())  # over ranks: the global-batch values
-                emit({
-                    "step": step,
-                    "lr": lr,
-                    "loss": means.pop("loss", None),
-                    **means,
-                    "items_per_s": window.items / max(now - window.t0, 1e-9),
-                    "elapsed_s": elapsed_before + now - t_start,
-                    "skipped": skipped,
-                    # fp16: the loss scale, and the updates its overflows skipped (not in `skipped`)
-                    **({"grad_scale": scaler.get_scale(), "fp16_overflows": scaler_skipped}
-                       if scaler is not None else {}),
-                })
-                window.reset(now)
+                run.log_window(window, lr)
             if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                run_eval()
+                run.run_eval(eval_fn)
             if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end_step:
-                save_checkpoint()
+                run.save_checkpoint()
     finally:
         pbar.close()
 
     run_time = time.perf_counter() - t_start
-    done = step >= cfg.steps
+    done = run.step >= cfg.steps
     if done:
-        if step == start_step and last_ckpt != step:  # cfg.steps == 0 or an odd resume
-            save_checkpoint()
-        if main:
-            atomic_save((ema.module if ema is not None else raw).state_dict(), final_path)
-        has_final_eval = any(r.get("step") == step and any(k.startswith("eval/") for k in r) for r in history)
+        if run.step == start_step and run.last_ckpt != run.step:  # cfg.steps == 0 or an odd resume
+            run.save_checkpoint()
+        if run.main:
+            atomic_save((run.ema.module if run.ema is not None else run.raw).state_dict(), run.final_path)
+        has_final_eval = any(r.get("step") == run.step and any(k.startswith("eval/") for k in r) for r in run.history)
         if eval_fn is not None and not has_final_eval:
-            run_eval()
-    if world > 1:
+            run.run_eval(eval_fn)
+    if run.world > 1:
         barrier()  # final.pt and the last metrics are on disk before any rank moves on
     return TrainResult(
         model=model,
-        step=step,
-        history=history,
-        wall_time_s=elapsed_before + run_time,
+        step=run.step,
+        history=run.history,
+        wall_time_s=run.elapsed_before + run_time,
         items_per_s=items_run / run_time if items_run else 0.0,
-        trained_steps=step - start_step,
-        ema_model=ema.module if ema is not None else None,
-        final_path=final_path if done else None,
-        skipped=skipped,
+        trained_steps=run.step - start_step,
+        ema_model=run.ema.module if run.ema is not None else None,
+        final_path=run.final_path if done else None,
+        skipped=run.skipped,
     )
 
 
