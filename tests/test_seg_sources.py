@@ -367,3 +367,31 @@ def test_davis_clip_source_skips_a_sequence_with_a_bad_frame(tmp_path):
         src = davis_clip_source(root, ["a", "b", "c"], size=8)
     assert [src.video_id(i) for i in range(len(src))] == ["a", "c"] and src.skipped[0][0].endswith("00003.jpg")
     assert src.read_clip(1, 1, 3).shape == (3, 8, 8, 3)
+
+
+def test_davis_root_without_annotations_names_the_folder(tmp_path):
+    import shutil
+    root = write_davis(tmp_path, {"a": 1, "b": 1, "c": 1})
+    shutil.rmtree(root / "Annotations")
+    with pytest.raises(DataError, match="DAVIS annotation folder not found") as err:
+        load_davis_splits(root, size=8, splits=None)
+    assert str(err.value.path).endswith("Annotations/480p")
+
+
+def test_an_mp4_without_a_video_stream_is_skipped_and_named(tmp_path):
+    """An audio-only mp4 (what a screen recorder or a phone can leave): skipped with its reason."""
+    import av
+    from vpe_lib.data.clips import SkippedVideosWarning, VideoFolderSource
+    from vpe_lib.data.video import export_mp4
+    export_mp4(np.zeros((6, 16, 16, 3), np.uint8), tmp_path / "good.mp4")
+    with av.open(str(tmp_path / "sound.mp4"), "w") as out:
+        stream = out.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    with pytest.warns(SkippedVideosWarning, match="skipped 1 of 2 videos"):
+        src = VideoFolderSource(tmp_path)
+    assert [Path(p).name for p, _ in src.skipped] == ["sound.mp4"] and len(src) == 1
