@@ -195,6 +195,10 @@ def test_the_four_questions_are_answered_from_their_intervals_with_the_gates():
     assert d[0].startswith("no measurable difference between MGM at a third of the budget and random masking")
     assert "3 seeds" in d[0]
     assert what_was_run(m).startswith("What ran: PushWorld (synthetic video with exact labels): 240 training")
+    real = {**m, "seg/davis/n_train_frames": 55.0, "seg/davis/n_test_frames": 40.0}
+    assert what_was_run(real, "seg/davis").startswith("What ran: DAVIS (real labelled frames, split by sequence): 55 "
+                                                      "training and 40 test frames; the encoders pretrained on its "
+                                                      "training sequences;")
 
 
 def test_every_method_of_the_study_grid_has_its_own_colour_and_a_family_hue():

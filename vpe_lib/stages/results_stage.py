@@ -298,7 +298,13 @@ def question_answers(m: dict[str, float], prefix: str = "seg") -> list[tuple[str
 def what_was_run(m: dict[str, float], prefix: str = "seg") -> str:
     """One sentence on the data and the pretraining compute, from the metrics."""
     parts = []
-    if m.get("data/n_train_videos") is not None:
+    source = prefix.split("/")[1] if prefix.count("/") == 1 else None
+    if source is not None and m.get(f"{prefix}/n_test_frames") is not None:  # a real-data study
+        pretrained_on = "its training sequences" if source == "davis" else "PushWorld video (COCO holds stills)"
+        parts.append(f"{source.upper()} (real labelled frames, split by {'sequence' if source == 'davis' else 'image'}): "
+                     f"{m.get(f'{prefix}/n_train_frames', 0):.0f} training and {m[f'{prefix}/n_test_frames']:.0f} test "
+                     f"frames; the encoders pretrained on {pretrained_on}")
+    elif m.get("data/n_train_videos") is not None:
         parts.append(f"PushWorld (synthetic video with exact labels): {m['data/n_train_videos']:.0f} training and "
                      f"{m.get('data/n_test_videos', 0):.0f} test videos of {m.get('data/frames_per_video', 0):.0f} frames")
     if m.get("tokenizer/params") is not None:
