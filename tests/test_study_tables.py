@@ -229,3 +229,16 @@ def test_a_real_data_index_has_no_pushworld_rows_or_words():
     page = render_index(summary, [])
     assert "PushWorld generation" not in page and "objects + arm" not in page and "every labelled object" in page
     assert "UNet − colour baseline" not in page  # no number for it: left out, not blank
+
+
+def test_a_davis_index_leads_with_the_benchmarks_jf_and_the_ceiling():
+    m = {k.replace("seg/", "seg/davis/", 1): v for k, v in _metrics().items()}
+    m.update({"seg/davis/native_jf_mean/unet/labels100": 0.412, "seg/davis/native_jf_mean_std/unet/labels100": 0.01,
+              "seg/davis/ceiling/jf_mean": 0.861, "seg/davis/ceiling/j_mean": 0.9, "seg/davis/ceiling/f_mean": 0.822})
+    summary = {"metrics": m, "provenance": {"profile": "davis", "commit": "abc", "dirty": False,
+                                            "hardware": {"cpu_count": 2, "gpu": None}, "torch": "x", "start_time": "t"},
+               "wall_time_s": {"total": 1.0}, "status": "ok"}
+    page = render_index(summary, [])
+    assert "Scored as the benchmark scores it" in page and "0.412 ± 0.010" in page and "<b>0.861</b>" in page
+    assert page.index("Scored as the benchmark") < page.index("Did pretraining succeed")
+    assert "Scored as the benchmark" not in render_index({**summary, "metrics": _metrics()}, [])

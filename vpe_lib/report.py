@@ -32,7 +32,7 @@ from vpe_lib.train.device import resolve_device
 from vpe_lib.stage_cache import UPSTREAM, clear_stamp, code_version, read_stamp, recorded_reads, \
     resolve_stage_names, stage_key, stage_of_notebook, why_stale, write_stamp
 from vpe_lib.stages.results_stage import (answers, collect_metrics, convergence_notes, question_answers,
-                                         seg_prefix, segmentation_rows, what_was_run,
+                                         seg_prefix, segmentation_rows, what_was_run, benchmark_rows,
                                           study_rows)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -403,6 +403,30 @@ def _forest_html(m: dict[str, Any]) -> str:
             f'src="data:image/png;base64,{data}"></p>')
 
 
+def _benchmark_html(m: dict[str, Any]) -> str:
+    """For a DAVIS or COCO study, its headline as the benchmark scores it (from the written files, native
+    resolution, the largest label budget): J&F with the ceiling, or mask AP with predicting all-foreground."""
+    prefix = seg_prefix(m)
+    rows, ceiling = benchmark_rows(m, prefix)
+    if not rows:
+        return ""
+    davis = any(r["jf_mean"] is not None for r in rows)
+    key, label = ("jf_mean", "J&amp;F") if davis else ("ap", "mask AP")
+    body = "".join(f"<tr><td>{html.escape(r['method'])}</td><td>{_fmt(r[key])}"
+                   f"{' ± ' + _fmt(r[key + '_std']) if r.get(key + '_std') is not None else ''}</td>"
+                   f"<td>{_fmt(r['pooled_iou'])}</td></tr>" for r in rows)
+    if davis and ceiling:
+        body += f"<tr><td><b>ceiling</b>: the ground truth at the study's size and back</td><td><b>{_fmt(ceiling['jf_mean'])}</b></td><td>1.000</td></tr>"
+    if not davis and m.get(f"{prefix}/fg_iou/all_foreground") is not None:
+        body += (f"<tr><td>predicting all-foreground</td><td>—</td>"
+                 f"<td>{_fmt(m[f'{prefix}/fg_iou/all_foreground'])}</td></tr>")
+    return (f"<h2>Scored as the benchmark scores it</h2><p>Every method's test predictions at {rows[0]['labels'].removeprefix('labels')}% "
+            f"labels, every seed, written in the benchmark's format at the annotations' resolution and scored from "
+            f"those files ({'the benchmark' + chr(39) + 's J and F' if davis else 'pycocotools COCOeval'}); the pooled "
+            f"foreground IoU is the study's own number at its resolution.</p>"
+            f"<table><tr><th>method</th><th>{label} (native)</th><th>pooled IoU</th></tr>{body}</table>")
+
+
 def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
     m, prov = summary["metrics"], summary["provenance"]
     seg = segmentation_rows(m, seg_prefix(m))
@@ -448,6 +472,7 @@ th{{background:#f3f3f3}}.err{{color:#a00}}code{{background:#f3f3f3;padding:0 .2e
 · torch {html.escape(prov['torch'])} · started {html.escape(prov['start_time'])} · {_wall_html(summary)}</p>
 {status}
 {_answers_html(m)}
+{_benchmark_html(m)}
 <h2>Did pretraining succeed at its own task?</h2>
 <p>Each pretrained model is judged on its own task on test videos before anything is built on it: the tokenizer
 against JPEG at the same bits per pixel, the predictors against the code table (condition code &rarr; future code at
