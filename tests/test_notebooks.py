@@ -10,6 +10,9 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_is_clean_and_parameterised(path):
+    import json
+    raw = json.loads(path.read_text())  # as committed: nbformat.read would fill a missing cell id in silently
+    assert all("id" in c for c in raw["cells"]), f"{path.name}: a cell without an id (nbformat 4.5 needs one)"
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
