@@ -194,7 +194,8 @@ def test_pretraining_and_prediction_on_a_folder_of_videos(tmp_path):
             "pretrain.train.steps": 3, "predict.train.steps": 4, "predict.study_budgets": [1.0],
             "predict.study_maskings": ["random", "mgm"]}
     cfg, out = start_stage("smoke", tmp_path, "pretrain", over)
-    assert run_pretrain_stage(cfg, tmp_path, out, progress=False)["tokenizer/steps"] == 3
+    pm = run_pretrain_stage(cfg, tmp_path, out, progress=False)
+    assert pm["tokenizer/steps"] == 3 and pm["tokenizer/real_train_videos"] == 1  # a.mp4; b, c held out
     cfg, out = start_stage("smoke", tmp_path, "predict", over)
     m = run_predict_stage(cfg, tmp_path, out, progress=False)
     assert np.isfinite(m["predict/masked/nll_bits_per_token"]) and np.isfinite(m["predict/ar/nll_bits_per_token"])

@@ -195,6 +195,8 @@ def test_the_four_questions_are_answered_from_their_intervals_with_the_gates():
     assert d[0].startswith("no measurable difference between MGM at a third of the budget and random masking")
     assert "3 seeds" in d[0]
     assert what_was_run(m).startswith("What ran: PushWorld (synthetic video with exact labels): 240 training")
+    assert what_was_run({**m, "tokenizer/real_train_videos": 3.0}).startswith(
+        "What ran: the encoders pretrained on 3 real training videos; segmentation on PushWorld's")
     real = {**m, "seg/davis/n_train_frames": 55.0, "seg/davis/n_test_frames": 40.0}
     assert what_was_run(real, "seg/davis").startswith("What ran: DAVIS (real labelled frames, split by sequence): 55 "
                                                       "training and 40 test frames; the encoders pretrained on its "

@@ -204,6 +204,8 @@ def run_pretrain_stage(cfg: RunConfig, run_dir: Path, out: Path, *, progress: bo
         "tokenizer/resample2x_psnr_db": reference["resample_psnr_db"]["2x"],
         "tokenizer/resample4x_psnr_db": reference["resample_psnr_db"]["4x"],
     }
+    if kind in ("davis", "video"):  # pretrained on the user's real video: how much of it (the index says so)
+        metrics["tokenizer/real_train_videos"] = len(train_store)
     if math.isfinite(reference["jpeg_psnr_db_at_token_rate"]):  # NaN: rate outside JPEG's range
         metrics["tokenizer/jpeg_psnr_db_at_same_rate"] = reference["jpeg_psnr_db_at_token_rate"]
     if p.compare_quantizers:

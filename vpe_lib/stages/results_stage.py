@@ -304,6 +304,9 @@ def what_was_run(m: dict[str, float], prefix: str = "seg") -> str:
         parts.append(f"{source.upper()} (real labelled frames, split by {'sequence' if source == 'davis' else 'image'}): "
                      f"{m.get(f'{prefix}/n_train_frames', 0):.0f} training and {m[f'{prefix}/n_test_frames']:.0f} test "
                      f"frames; the encoders pretrained on {pretrained_on}")
+    elif m.get("tokenizer/real_train_videos") is not None:  # a video: source, judged on PushWorld's labels
+        parts.append(f"the encoders pretrained on {m['tokenizer/real_train_videos']:.0f} real training videos; "
+                     f"segmentation on PushWorld's labelled frames (the videos have no labels)")
     elif m.get("data/n_train_videos") is not None:
         parts.append(f"PushWorld (synthetic video with exact labels): {m['data/n_train_videos']:.0f} training and "
                      f"{m.get('data/n_test_videos', 0):.0f} test videos of {m.get('data/frames_per_video', 0):.0f} frames")
