@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vpe_lib.eval.benchmark_formats import (coco_results, davis_ceiling, davis_native, davis_scores_native,
-                                            read_davis_pngs, resize_probability)
+from vpe_lib.eval.benchmark_formats import coco_results, davis_ceiling, davis_native, read_davis_pngs, resize_probability
 from vpe_lib.eval.davis import davis_scores
 
 
@@ -36,7 +35,7 @@ def test_native_scores_come_from_the_written_pngs_and_match_the_reference_defini
     ref = davis_scores(np.stack(back), np.stack(truths), ["seq"] * len(items))
     for k in ("j_mean", "f_mean", "jf_mean", "j_decay"):
         assert scores[k] == pytest.approx(ref[k], abs=1e-12), k
-    assert davis_scores_native(truths, truths, ["seq"] * len(items))["jf_mean"] == 1.0
+    assert davis_scores(truths, truths, ["seq"] * len(items))["jf_mean"] == 1.0  # a list of frames: native sizes
 
 
 def test_the_ceiling_is_below_one_when_resolution_is_lost_and_one_when_not(tmp_path):

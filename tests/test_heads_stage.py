@@ -401,14 +401,15 @@ def test_davis_layout_by_parameter(tmp_path):
     assert jf == pytest.approx((m["seg/davis/j_mean/unet/labels100"] + m["seg/davis/f_mean/unet/labels100"]) / 2)
     assert not any(k.startswith("seg/fg_iou") for k in m)  # never mistaken for PushWorld rows
     # the benchmark's format at native resolution: indexed PNGs per method and seed, scored from those files
-    from vpe_lib.eval.benchmark_formats import davis_scores_native, native_truth, read_davis_pngs
+    from vpe_lib.eval.benchmark_formats import native_truth, read_davis_pngs
+    from vpe_lib.eval.davis import davis_scores
     folder = out / "benchmark" / "davis" / "unet" / "seed1"
     pngs = sorted(folder.glob("motocross-jump/*.png"))
     assert len(pngs) == 10 and Image.open(pngs[0]).size == (854, 480) and Image.open(pngs[0]).mode == "P"
     items = [{"sequence": "motocross-jump", "frame": p.stem,
               "annotation": str(_shared("davis_sample") / "Annotations/480p/motocross-jump" / f"{p.stem}.png")}
              for p in pngs]
-    again = davis_scores_native(read_davis_pngs(folder.parent / "seed1", items), [native_truth(i) for i in items],
+    again = davis_scores(read_davis_pngs(folder.parent / "seed1", items), [native_truth(i) for i in items],
                                 [i["sequence"] for i in items])
     seeds = [json.loads((out / "per_seed.json").read_text())["unet"]["labels100"][k]["native_jf_mean"] for k in (0, 1)]
     assert again["jf_mean"] == pytest.approx(seeds[1], abs=1e-9)

@@ -26,7 +26,7 @@ from vpe_lib.atomic import atomic_write_text
 from vpe_lib.data.coco import coco_mask_ap, masks_to_coco_results
 from vpe_lib.data.davis_splits import read_davis_semantic
 from vpe_lib.data.labelled import resize_labels
-from vpe_lib.eval.davis import boundary_f, region_j, statistics
+from vpe_lib.eval.davis import davis_scores
 from vpe_lib.eval.segmentation import semantic_to_instances
 
 DAVIS_PALETTE = [0, 0, 0, 128, 0, 0] + [0] * (256 * 3 - 6)  # the DAVIS colours of ids 0 and 1
@@ -44,26 +44,6 @@ def native_truth(item: dict) -> np.ndarray:
     return sem == 1
 
 
-def davis_scores_native(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray], sequences: Sequence[str],
-                        *, skip_first_last: bool = True) -> dict[str, float]:
-    """J, F, J&F as `eval.davis.davis_scores`, on frames of any size (each prediction the size of its truth)."""
-    per_seq = {"j": [], "f": []}
-    n_frames = 0
-    seqs = np.asarray(sequences)
-    for seq in dict.fromkeys(seqs.tolist()):
-        idx = np.flatnonzero(seqs == seq)
-        if skip_first_last and len(idx) > 2:
-            idx = idx[1:-1]
-        n_frames += len(idx)
-        per_seq["j"].append(statistics([region_j(preds[i], truths[i]) for i in idx]))
-        per_seq["f"].append(statistics([boundary_f(preds[i], truths[i]) for i in idx]))
-    out = {f"{m}_{k}": float(np.nanmean([s[k] for s in per_seq[m]])) for m in ("j", "f")
-           for k in ("mean", "recall", "decay")}
-    out["jf_mean"] = (out["j_mean"] + out["f_mean"]) / 2
-    out["n_sequences"], out["n_frames"] = float(len(per_seq["j"])), float(n_frames)
-    return out
-
-
 def davis_native(fg_probs: np.ndarray, items: list[dict], truths: list[np.ndarray] | None = None,
                  out_dir: Path | None = None) -> dict[str, float]:
     """Score (N, S, S) foreground probabilities at each annotation's resolution; with `out_dir`, write
@@ -77,7 +57,7 @@ def davis_native(fg_probs: np.ndarray, items: list[dict], truths: list[np.ndarra
             path = Path(out_dir) / it["sequence"] / f"{it['frame']}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             img.save(path)
-    return davis_scores_native(preds, truths, [it["sequence"] for it in items])
+    return davis_scores(preds, truths, [it["sequence"] for it in items])
 
 
 def read_davis_pngs(folder: Path, items: list[dict]) -> list[np.ndarray]:
@@ -89,7 +69,7 @@ def davis_ceiling(items: list[dict], size: int, truths: list[np.ndarray] | None 
     """J, F, J&F of the ground truth brought down to size x size and back (nearest): the ceiling."""
     truths = truths if truths is not None else [native_truth(it) for it in items]
     round_trip = [resize_labels(resize_labels(t.astype(np.uint8), size), t.shape) > 0 for t in truths]
-    return davis_scores_native(round_trip, truths, [it["sequence"] for it in items])
+    return davis_scores(round_trip, truths, [it["sequence"] for it in items])
 
 
 def coco_results(probs: np.ndarray, items: list[dict], category_ids: Sequence, classes: Sequence[int]) -> list[dict]:

@@ -86,14 +86,17 @@ def statistics(per_frame: Sequence[float]) -> dict[str, float]:
             "decay": float(np.nanmean(bins[0]) - np.nanmean(bins[3]))}
 
 
-def davis_scores(preds: np.ndarray, truths: np.ndarray, sequences: Sequence, *, bound_th: float = BOUND_TH,
+def davis_scores(preds, truths, sequences: Sequence, *, bound_th: float = BOUND_TH,
                  skip_first_last: bool = True) -> dict[str, float]:
-    """J, F and J&F over a set of frames (n h w binary, in each sequence's frame order) grouped by
+    """J, F and J&F over a set of frames (n h w binary arrays, or lists of h w frames of any size, each
+    prediction the size of its truth: native resolution), in each sequence's frame order, grouped by
     `sequences` (one id per frame): per-frame values, statistics per sequence, then the mean over
     sequences. Keys: j_mean, j_recall, j_decay, f_mean, f_recall, f_decay, jf_mean, n_sequences, n_frames."""
-    preds, truths = np.asarray(preds), np.asarray(truths)
-    if preds.shape != truths.shape or preds.ndim != 3:
+    if isinstance(preds, np.ndarray) and isinstance(truths, np.ndarray) and (
+            preds.shape != truths.shape or preds.ndim != 3):
         raise ValueError(f"predictions {preds.shape} and ground truth {truths.shape} must be the same n h w")
+    if len(preds) != len(truths):
+        raise ValueError(f"{len(preds)} predictions for {len(truths)} ground-truth frames")
     sequences = np.asarray(sequences)
     if len(sequences) != len(preds):
         raise ValueError(f"{len(sequences)} sequence ids for {len(preds)} frames")
