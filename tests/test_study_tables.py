@@ -162,7 +162,7 @@ def test_results_read_the_stages_that_ran_and_require_the_study(tmp_path):
 
 
 def test_the_four_questions_are_answered_from_their_intervals_with_the_gates():
-    from vpe_lib.stages.results_stage import question_answers, what_was_run
+    from vpe_lib.stages.results_stage import question_answers, question_sentences, what_was_run
 
     m = {"seg/n_seeds": 3, "data/n_train_videos": 240.0, "data/n_test_videos": 40.0, "data/frames_per_video": 30.0,
          "tokenizer/params": 1.1e6, "tokenizer/steps": 1000.0, "tokenizer/train_wall_s": 1680.0,
@@ -195,6 +195,16 @@ def test_the_four_questions_are_answered_from_their_intervals_with_the_gates():
     assert d[0].startswith("no measurable difference between MGM at a third of the budget and random masking")
     assert "3 seeds" in d[0]
     assert what_was_run(m).startswith("What ran: PushWorld (synthetic video with exact labels): 240 training")
+    # the first screen's one sentence per question groups the budgets by verdict, with the intervals
+    put("seg/diff_vs_unet/tokenizer/conv/frozen/labels100", -0.1, -0.13, -0.07)
+    m["seg/fg_iou/tokenizer/conv/frozen/labels100"] = 0.5
+    short = dict(question_sentences(m))
+    assert len(short) == 4
+    (a,) = [v for k, v in short.items() if k.startswith("(a)")]
+    assert ("frozen, behind at 100% (-0.100 [-0.130, -0.070]); no measurable difference at 10% (-0.050 [-0.140, 0.040])"
+            in a) and a.endswith("(the tokenizer passed its own task at 1 of 1 seeds).")
+    (d,) = [v for k, v in short.items() if k.startswith("(d)")]
+    assert "against random masking on the linear foreground probe, no measurable difference (-0.010 [-0.050, 0.030])" in d
     assert what_was_run({**m, "tokenizer/real_train_videos": 3.0}).startswith(
         "What ran: the encoders pretrained on 3 real training videos; segmentation on PushWorld's")
     real = {**m, "seg/davis/n_train_frames": 55.0, "seg/davis/n_test_frames": 40.0}
@@ -244,3 +254,17 @@ def test_a_davis_index_leads_with_the_benchmarks_jf_and_the_ceiling():
     assert "Scored as the benchmark scores it" in page and "0.412 ± 0.010" in page and "<b>0.861</b>" in page
     assert page.index("Scored as the benchmark") < page.index("Did pretraining succeed")
     assert "Scored as the benchmark" not in render_index({**summary, "metrics": _metrics()}, [])
+
+
+def test_the_forest_plot_has_a_panel_per_budget_and_methods_named_in_words():
+    from vpe_lib.study_plots import forest_by_budget, readable_name
+
+    assert readable_name("random_ar/conv/finetuned") == "random-weight AR transformer, fine-tuned, conv head"
+    assert readable_name("tokenizer/linear/frozen/probe-mid") == "tokenizer, frozen, linear head [probe-mid]"
+    assert readable_name("unet") == "UNet from scratch"
+    fig = forest_by_budget(_metrics(), against="unet")
+    assert [ax.get_title() for ax in fig.axes] == ["10% labels", "100% labels"]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["tokenizer, frozen, conv head"]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

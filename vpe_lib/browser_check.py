@@ -106,10 +106,12 @@ _IMAGES_JS = """
 
 
 def check_pages(pages: list[Path], *, chromium: str | None = None, settle_s: float = 1.0,
-                load_timeout_s: float = 60.0, probe_js: str | None = None) -> list[PageCheck]:
+                load_timeout_s: float = 60.0, probe_js: str | None = None,
+                window: tuple[int, int] = (1280, 800)) -> list[PageCheck]:
     """Open each page (a local HTML file) in one headless Chromium; one PageCheck per page.
     `probe_js`: an expression evaluated after the page settled (its JSON-able value lands in
-    PageCheck.probe), for tests that act on a page (hover a point) and read what changed."""
+    PageCheck.probe), for tests that act on a page (hover a point) and read what changed. `window`: the
+    browser window's size in CSS pixels (a laptop screen by default: what "above the fold" means)."""
     chromium = chromium or find_chromium()
     if chromium is None:
         raise FileNotFoundError("no Chromium found (apt-get install chromium)")
@@ -119,6 +121,7 @@ def check_pages(pages: list[Path], *, chromium: str | None = None, settle_s: flo
         proc = subprocess.Popen(
             [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", "--no-default-browser-check", "--remote-debugging-port=0",
+             f"--window-size={window[0]},{window[1]}", "--hide-scrollbars",
              f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
@@ -187,3 +190,64 @@ def _check_one(dev: _DevTools, page: Path, settle_s: float, load_timeout_s: floa
             check.console_errors.append(p["entry"]["text"][:200])
     dev.call("Target.closeTarget", targetId=target)
     return check
+
+
+FIRST_SCREEN_JS = """
+(() => {
+  const at = id => { const e = document.getElementById(id); if (!e) return null;
+                     const r = e.getBoundingClientRect(); return {top: r.top, bottom: r.bottom, height: r.height}; };
+  return {viewport: [window.innerWidth, window.innerHeight], answers: at('answers'), forest: at('forest')};
+})()
+"""
+
+
+def first_screen(page: Path, *, window: tuple[int, int] = (1280, 800), chromium: str | None = None) -> dict:
+    """Where an index page's answers heading and forest plot land in a `window`-sized browser: {"viewport",
+    "answers", "forest"} with each element's top / bottom in CSS pixels (None if the page has none), and
+    "above_fold": both present and wholly inside the first screen."""
+    (check,) = check_pages([page], chromium=chromium, probe_js=FIRST_SCREEN_JS, window=window)
+    out = dict(check.probe or {})
+    h = (out.get("viewport") or [0, 0])[1]
+    out["above_fold"] = all(out.get(k) and out[k]["top"] >= 0 and out[k]["bottom"] <= h and out[k]["height"] > 0
+                            for k in ("answers", "forest"))
+    return out
+
+
+def screenshot(page: Path, out: Path, *, window: tuple[int, int] = (1280, 800), chromium: str | None = None,
+               timeout_s: float = 120.0) -> Path:
+    """The first screen of a local page as a PNG (Chromium's own --screenshot), for the README and notes."""
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("no Chromium found (apt-get install chromium)")
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vpe-chromium-", ignore_cleanup_errors=True) as profile:
+        subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                        "--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size={window[0]},{window[1]}",
+                        f"--screenshot={out}", Path(page).resolve().as_uri()],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout_s, check=False)
+    if not out.exists() or out.stat().st_size == 0:
+        raise RuntimeError(f"Chromium wrote no screenshot of {page}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m vpe_lib.browser_check --screenshot OUT.png PAGE.html: the first screen of a page, and
+    whether its answers and forest plot are in it."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("page", type=Path)
+    ap.add_argument("--screenshot", type=Path)
+    ap.add_argument("--size", default="1280x800")
+    a = ap.parse_args(argv)
+    window = tuple(int(v) for v in a.size.split("x"))
+    info = first_screen(a.page, window=window)
+    print(json.dumps(info))
+    if a.screenshot:
+        print(screenshot(a.page, a.screenshot, window=window))
+    return 0 if info["above_fold"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,6 +32,7 @@ from vpe_lib.train.device import resolve_device
 from vpe_lib.stage_cache import UPSTREAM, clear_stamp, code_version, read_stamp, recorded_reads, \
     resolve_stage_names, stage_key, stage_of_notebook, why_stale, write_stamp
 from vpe_lib.stages.results_stage import (answers, collect_metrics, convergence_notes, question_answers,
+                                         question_sentences,
                                          seg_prefix, segmentation_rows, what_was_run, benchmark_rows,
                                           study_rows)
 
@@ -364,19 +365,26 @@ def _prediction_html(m: dict[str, Any]) -> str:
 
 
 def _answers_html(m: dict[str, Any]) -> str:
-    """The first screen: what ran, the four questions each answered from its intervals, and the forest plot."""
-    qs = question_answers(m, seg_prefix(m))
-    if not qs:
+    """The first screen: what ran and the four questions, each answered in one sentence from its intervals, beside
+    the forest plot of paired differences against the UNet; the per-budget sentences folded below."""
+    prefix = seg_prefix(m)
+    short = question_sentences(m, prefix)
+    if not short:
         return ""
-    items = "".join(f"<li><b>{html.escape(q)}</b><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in lines)
-                    + "</ul></li>" for q, lines in qs)
-    return (f"<h2>The answers</h2><p>{html.escape(what_was_run(m, seg_prefix(m)))}</p><ol>{items}</ol>"
-            + _forest_html(m))
+    items = "".join(f"<li><b>{html.escape(q)}.</b> {html.escape(s)}</li>" for q, s in short)  # "(a)".. number them
+    detail = "".join(f"<li><b>{html.escape(q)}</b><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in lines)
+                     + "</ul></li>" for q, lines in question_answers(m, prefix))
+    return (f'<h2 id="answers">The answers</h2><div class="first">'
+            f'<div class="answers"><p>{html.escape(what_was_run(m, prefix))}</p><ul>{items}</ul>'
+            "<p class=\"rule\">The rule for every verdict: a paired 95% interval wholly above 0 is ahead, wholly below "
+            "is behind, one that contains or touches 0 is no measurable difference (unrounded bounds).</p></div>"
+            f'<div class="forest">{_forest_html(m)}</div></div>'
+            f"<details><summary>Each answer per label budget, in full sentences</summary><ol>{detail}</ol></details>")
 
 
 def _forest_html(m: dict[str, Any]) -> str:
-    """The paired differences of every method against the UNet and against its random-weight twin, per label
-    budget (the results page's forest plot), as an inline PNG."""
+    """Every method's paired difference against the UNet from scratch, one panel per label budget (the results
+    page has the same against the random-weight twins), as an inline PNG."""
     import base64
     import io
 
@@ -385,22 +393,18 @@ def _forest_html(m: dict[str, Any]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vpe_lib.study_plots import paired_differences
+    from vpe_lib.study_plots import forest_by_budget
 
     prefix = seg_prefix(m)
     if not any(k.startswith(f"{prefix}/diff_vs_unet/") for k in m):
         return ""
-    n_rows = sum(1 for k in m if k.startswith(f"{prefix}/diff_vs_unet/") and k.endswith("/mean"))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.3 * max(4, n_rows)))
-    paired_differences(m, prefix=prefix, against="unet", ax=axes[0], title="against the UNet from scratch")
-    paired_differences(m, prefix=prefix, against="random", ax=axes[1], title="against the same encoder with random weights")
-    fig.tight_layout()
+    fig = forest_by_budget(m, prefix=prefix, against="unet", figsize_w=6.6)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
+    fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode()
-    return (f'<p><img alt="paired differences in test foreground IoU, 95% intervals" style="max-width:100%" '
-            f'src="data:image/png;base64,{data}"></p>')
+    return (f'<img id="forest" alt="paired differences in test foreground IoU against the UNet, 95% intervals" '
+            f'style="width:100%" src="data:image/png;base64,{data}">')
 
 
 def _benchmark_html(m: dict[str, Any]) -> str:
@@ -463,7 +467,9 @@ def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
               f'<p class="err"><b>This run failed:</b> <pre>{html.escape(summary.get("error", ""))}</pre></p>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>vpe report ({html.escape(prov['profile'])})</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;padding:0 1em;color:#222}}
+<style>body{{font-family:system-ui,sans-serif;max-width:1220px;margin:1em auto;padding:0 1em;color:#222}}
+h1{{font-size:1.6em;margin:.3em 0}}.first{{display:flex;gap:1.2em;align-items:flex-start}}.answers{{flex:1 1 52%;font-size:.92em}}
+.answers ul{{padding-left:0;list-style:none}}.answers li{{margin:.35em 0}}.forest{{flex:1 1 48%}}.rule{{color:#555;font-size:.9em}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:.3em .7em;text-align:left}}
 th{{background:#f3f3f3}}.err{{color:#a00}}code{{background:#f3f3f3;padding:0 .2em}}</style></head><body>
 <h1>Do video prediction models make general visual encoders?</h1>

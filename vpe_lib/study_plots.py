@@ -37,6 +37,71 @@ def method_style(name: str) -> dict:
     return {"color": cmap(shade), "marker": MODE_MARKERS.get(mode, "o"), "linestyle": "--" if random else "-"}
 
 
+ENCODER_NAMES = {"tokenizer": "tokenizer", "masked": "masked transformer", "ar": "AR transformer", "pixels": "raw pixels"}
+FAMILY_ORDER = ("tokenizer", "masked", "ar", "pixels", "unet")
+
+
+def readable_name(name: str) -> str:
+    """"tokenizer, frozen, conv head" for "tokenizer/conv/frozen"; "random-weight AR transformer, ..." for its
+    twin; "UNet from scratch" for "unet"; ablation tags after the mode are kept in brackets."""
+    if name == "unet":
+        return "UNet from scratch"
+    encoder, head, mode, *tags = (name.split("/") + ["", ""])[:3] + name.split("/")[3:]
+    family = encoder.removeprefix("random_")
+    label = ("random-weight " if encoder.startswith("random_") else "") + ENCODER_NAMES.get(family, family)
+    mode = {"finetuned": "fine-tuned"}.get(mode, mode)
+    text = ", ".join(p for p in (label, mode, f"{head} head" if head else "") if p)
+    return text + (f" [{', '.join(tags)}]" if tags else "")
+
+
+def _family_key(name: str) -> tuple:
+    encoder, _, rest = name.partition("/")
+    family = encoder.removeprefix("random_")
+    order = FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
+    return (order, encoder.startswith("random_"), rest)
+
+
+def forest_by_budget(m: dict, *, prefix: str = "seg", against: str = "unet", figsize_w: float = 6.4):
+    """The paired differences (95% intervals) of every method of the grid against the UNet (`against="unet"`)
+    or its random-weight twin (`"random"`), one panel per label budget, one row per method named in words,
+    in the method's own colour and marker (:func:`method_style`); methods grouped by encoder family. An
+    interval that touches 0 is no measurable difference (grey band: the line at 0)."""
+    head = f"{prefix}/diff_vs_{against}/"
+    rows: dict[str, dict[float, tuple]] = {}
+    for key, v in m.items():
+        if key.startswith(head) and key.endswith("/mean") and v is not None:
+            name, budget = key[len(head):-len("/mean")].rsplit("/", 1)
+            if _main(name):
+                rows.setdefault(name, {})[float(budget.removeprefix("labels"))] = (
+                    v, m.get(key[:-4] + "ci_low"), m.get(key[:-4] + "ci_high"))
+    names = sorted(rows, key=_family_key)
+    budgets = sorted({b for r in rows.values() for b in r})
+    fig, axes = plt.subplots(1, max(1, len(budgets)), figsize=(figsize_w, 0.8 + 0.22 * max(3, len(names))),
+                             sharey=True, squeeze=False, layout="constrained")
+    axes = axes[0]
+    for ax, b in zip(axes, budgets):
+        for y, name in enumerate(names):
+            if b not in rows[name]:
+                continue
+            mean, lo, hi = rows[name][b]
+            style = method_style(name)
+            err = None if lo is None or hi is None or lo != lo else [[mean - lo], [hi - mean]]
+            ax.errorbar(mean, y, xerr=err, fmt=style["marker"], color=style["color"], ecolor=style["color"],
+                        capsize=2.5, ms=4.5, mec="k", mew=0.4, ls="none")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_title(f"{b:g}% labels", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=7)
+    axes[0].set_yticks(range(len(names)), [readable_name(n) for n in names], fontsize=7)
+    axes[0].set_ylim(len(names) - 0.5, -0.5)
+    if not names:
+        axes[0].text(0.5, 0.5, f"no paired differences against {against}", ha="center", va="center",
+                     transform=axes[0].transAxes)
+    ref = "the UNet from scratch" if against == "unet" else "its random-weight twin"
+    fig.supxlabel(f"test foreground IoU minus {ref} (paired over seeds, 95% interval)", fontsize=7.5)
+    return fig
+
+
 def score_bars(per_seed: dict, *, metric: str = "fg_iou", methods=None, ax=None, title: str = ""):
     """Per label budget, one bar per method (mean over seeds) with every seed as a dot."""
     methods = methods or [m for m in per_seed if _main(m)]
@@ -155,47 +220,3 @@ def hardest_frames(frames: np.ndarray, truth: np.ndarray, preds: dict[str, np.nd
         titles.append(f"{name}\n(IoU {', '.join(f'{iou[i]:.2f}' for i in worst)})")
     cols = ["frame", "truth", "prediction"] * k
     return plots.image_grid(rows, row_titles=titles, col_titles=cols, size=size)
-
-
-def paired_differences(m: dict, *, prefix: str = "seg", against: str = "random", ax=None, title: str = ""):
-    """The study's answer in one figure: for every method paired against a reference (`random`: its
-    random-weight twin; `unet`: the UNet from scratch), the mean difference in test foreground IoU
-    per label budget with its paired 95% interval. An interval that crosses 0 is no difference."""
-    head = f"{prefix}/diff_vs_{against}/"
-    rows: dict[str, dict[float, tuple[float, float, float]]] = {}
-    for key, v in m.items():
-        if not (key.startswith(head) and key.endswith("/mean")) or v is None:
-            continue
-        name, budget = key[len(head):-len("/mean")].rsplit("/", 1)
-        if not _main(name):
-            continue
-        lo, hi = m.get(key[:-4] + "ci_low"), m.get(key[:-4] + "ci_high")
-        rows.setdefault(name, {})[float(budget.removeprefix("labels"))] = (v, lo, hi)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 0.5 + 0.32 * max(1, sum(len(b) for b in rows.values()))))
-    if not rows:
-        ax.text(0.5, 0.5, f"no paired differences against {against}", ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
-        return ax
-    budgets = sorted({b for r in rows.values() for b in r})
-    y, labels, labelled = 0, [], set()
-    for i, name in enumerate(sorted(rows)):
-        for j, b in enumerate(budgets):
-            if b not in rows[name]:
-                continue
-            mean, lo, hi = rows[name][b]
-            err = None if lo is None or hi is None else [[mean - lo], [hi - mean]]
-            ax.errorbar(mean, y, xerr=err, fmt="o", color=f"C{j}", capsize=3, ms=4,
-                        label=None if b in labelled else f"{b:g}% labels")
-            labelled.add(b)
-            labels.append(f"{name}  ({b:g}%)")
-            y += 1
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"test fg IoU − {'its random-weight twin' if against == 'random' else 'UNet from scratch'} "
-                  "(paired over seeds, 95% CI)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    return ax

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from vpe_lib.eval.pretext_gates import failed_clause, gate_metrics, pretext_gates
-from vpe_lib.eval.segmentation import verdict
+from vpe_lib.eval.segmentation import fmt_bound, interval_side, verdict
 from vpe_lib.stages.common import STAGES, read_metrics, write_metrics
 
 # Below this gap (in IoU points) between the UNet and the per-pixel colour
@@ -295,6 +295,76 @@ def question_answers(m: dict[str, float], prefix: str = "seg") -> list[tuple[str
     return out
 
 
+_SIDE_WORDS = {1: "ahead", -1: "behind", 0: "no measurable difference"}
+
+
+def budget_clause(m: dict[str, float], keys: dict[str, str], n: int) -> str | None:
+    """The verdicts of one paired comparison in one clause, labels with the same verdict grouped, each
+    with its mean and 95% interval: "behind at 10% (-0.055 [-0.060, -0.050]) and 100% (...); no measurable
+    difference at 1% (...)". `keys`: {label: metric key} (e.g. {"1%": "seg/diff_vs_unet/.../labels1"}; an
+    empty label for a single comparison). None when none of the keys has a difference."""
+    groups: dict[int, list[str]] = {}
+    for label, key in keys.items():
+        d = _diff(m, key, n)
+        if d is None:
+            continue
+        lo, hi = d["ci_low"], d["ci_high"]
+        no_ci = lo != lo or hi != hi
+        side = 0 if no_ci else interval_side(lo, hi)  # without an interval there is no verdict
+        ci = "no interval" if no_ci else f"[{fmt_bound(lo)}, {fmt_bound(hi)}]"
+        number = f"({'+' if d['mean'] > 0 else ''}{fmt_bound(d['mean'])} {ci})"
+        groups.setdefault(side, []).append(f"{label} {number}" if label else number)
+    parts = []
+    for side in (1, -1, 0):
+        items = groups.get(side)
+        if items:
+            joined = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+            parts.append(f"{_SIDE_WORDS[side]} {'at ' if any(keys) else ''}{joined}")
+    return "; ".join(parts) or None
+
+
+def question_sentences(m: dict[str, float], prefix: str = "seg") -> list[tuple[str, str]]:
+    """The four questions of :func:`question_answers`, each answered in one sentence for the first screen:
+    the verdict per label budget grouped by side, with its interval, and whether the pretraining behind it
+    passed its own task. Differences are (first named - second named), paired over seeds."""
+    n = int(m.get(f"{prefix}/n_seeds") or 0)
+    budgets = sorted({r["pct"] for r in study_rows(m, prefix)})
+    out: list[tuple[str, str]] = []
+
+    def clause(ref: str, method: str) -> str | None:
+        return budget_clause(m, {f"{pct:g}%": f"{prefix}/{ref}/{method}/labels{pct:g}" for pct in budgets}, n)
+
+    frozen, tuned = clause("diff_vs_unet", "tokenizer/conv/frozen"), clause("diff_vs_unet", "tokenizer/conv/finetuned")
+    parts = [f"frozen, {frozen}" if frozen else "", f"fine-tuned, {tuned}" if tuned else ""]
+    if frozen or tuned:
+        out.append(("(a) A video-pretrained tokenizer against a UNet from scratch",
+                    "The tokenizer's encoder with a conv head, minus the UNet in test foreground IoU: "
+                    + "; ".join(p for p in parts if p) + f" ({gate_status(m, 'tokenizer')})."))
+    b = [(name, clause("diff_vs_tokenizer", f"{k}/conv/frozen")) for k, name in (("masked", "masked"), ("ar", "autoregressive"))]
+    if any(c for _, c in b):
+        out.append(("(b) The prediction transformers' states against the tokenizer's latents",
+                    "Frozen with a conv head, states minus latents: " + "; ".join(
+                        f"the {name} transformer's {c}" for name, c in b if c)
+                    + f" ({gate_status(m, 'masked')}; {gate_status(m, 'ar')})."))
+    c = clause("diff_vs_ar", "masked/conv/frozen")
+    if c:
+        out.append(("(c) Masked against autoregressive prediction",
+                    f"The masked transformer's frozen states minus the autoregressive one's: {c} "
+                    f"({gate_status(m, 'masked')}; {gate_status(m, 'ar')})."))
+    d_parts = []
+    for probe, metric in (("probe_fg_iou", "the linear foreground probe"), ("motion_r2", "the motion probe")):
+        for other in ("random", "tube"):
+            key = f"masking/mgm/x0.33/minus_{other}_x1/{probe}"
+            cl = budget_clause(m, {"": key}, int(m.get(f"{key}/n") or 0))
+            if cl:
+                d_parts.append(f"against {other} masking on {metric}, {cl}")
+    if d_parts:
+        out.append(("(d) Motion-guided masking at a third of the updates against random and tube masking at all of them",
+                    "MGM with a third of the updates minus the full budget: " + "; ".join(d_parts)
+                    + " (the masking study's runs are probed, not gated)."))
+    return out
+
+
 def what_was_run(m: dict[str, float], prefix: str = "seg") -> str:
     """One sentence on the data and the pretraining compute, from the metrics."""
     parts = []
@@ -318,7 +388,8 @@ def what_was_run(m: dict[str, float], prefix: str = "seg") -> str:
     kinds = [k for k in ("masked", "ar") if m.get(f"predict/{k}/params") is not None]
     if kinds:
         mins = sum(m.get(f"predict/{k}/train_wall_s", 0) for k in kinds) / 60
-        parts.append(" and ".join(f"a {m[f'predict/{k}/params'] / 1e6:.2f}M-parameter {k} transformer" for k in kinds)
+        names = {"masked": "masked", "ar": "autoregressive"}
+        parts.append(" and ".join(f"a {m[f'predict/{k}/params'] / 1e6:.2f}M-parameter {names[k]} transformer" for k in kinds)
                      + f" on its codes ({mins:.0f} minutes for the main seed's pair)")
     if m.get(f"{prefix}/n_seeds") is not None:
         parts.append(f"segmentation heads on {m[f'{prefix}/n_seeds']:.0f} paired seeds")
