@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	$(BIN)/python -c "from vpe_lib.report import ensure_kernel; ensure_kernel()"  # the kernel vpe report uses (quiet log)
+	$(BIN)/python -c "from vpe_lib.report.build import ensure_kernel; ensure_kernel()"  # the kernel vpe report uses (quiet log)
 	touch $(STAMP)
 
 report: $(STAMP)
@@ -111,13 +111,13 @@ bench-convergence: $(STAMP)
 
 # The explorers notebook in a real JupyterLab in headless Chromium: run all, move a slider, screenshot
 check-lab: $(STAMP)
-	$(BIN)/python -m vpe_lib.lab_check --screenshot bench/results/lab_check.png --json bench/results/lab_check.json
-	$(BIN)/python -m vpe_lib.lab_check --notebook notebooks/explore_predictions.ipynb \
+	$(BIN)/python -m vpe_lib.report.lab_check --screenshot bench/results/lab_check.png --json bench/results/lab_check.json
+	$(BIN)/python -m vpe_lib.report.lab_check --notebook notebooks/explore_predictions.ipynb \
 		--screenshot bench/results/lab_check_predictions.png --json bench/results/lab_check_predictions.json
 
 # A causal tokenizer, a still image repeated to a clip vs encoded alone, paired by seed (~25 min, cpu)
 still-input: $(STAMP)
-	$(BIN)/python -m vpe_lib.still_input --profile $(PROFILE) --run-dir runs/still_input --out reports/still_input
+	$(BIN)/python -m vpe_lib.experiments.still_input --profile $(PROFILE) --run-dir runs/still_input --out reports/still_input
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from vpe_lib.config import get_config, load_config  # noqa: E402
-from vpe_lib.report import provenance  # noqa: E402
+from vpe_lib.report.build import provenance  # noqa: E402
 from vpe_lib.stages.common import write_json  # noqa: E402
 from vpe_lib.stages.heads_stage import convergence_check  # noqa: E402
 from vpe_lib.stages.seg_protocol import method_from_name  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vpe_lib.models.code_prior import CodeTablePrior, TablePrior
-from vpe_lib.models.transformer import PREDICTORS, TransformerConfig, build_predictor, random_mask
+from vpe_lib.models.transformer import PREDICTORS, TransformerConfig, build_predictor, random_token_mask
 from vpe_lib.stages.predict_stage import (
     code_table,
     code_table_bits,
@@ -105,7 +105,7 @@ def test_levers_forward_backward_and_determinism(kind):
     train, val = clips(16, 0), clips(8, 1)
     tp = baseline(train, val)
     codes, cond = torch.from_numpy(train["codes"][:4].astype(np.int64)), torch.from_numpy(train["cond"][:4].astype(np.int64))
-    mask = random_mask(4, GRID, torch.full((4,), 0.7), torch.Generator().manual_seed(0))
+    mask = random_token_mask(4, GRID, torch.full((4,), 0.7), torch.Generator().manual_seed(0))
     m = model(kind, tp, cond_input=True).train()
     loss, logs = m(codes, cond, mask, exclude_own=True)
     assert torch.isfinite(loss)

@@ -282,7 +282,7 @@ def test_smoke_pipeline_on_cuda(tmp_path):
     import json
     import math
 
-    from vpe_lib.report import build_report
+    from vpe_lib.report.build import build_report
 
     out = tmp_path / "report"
     summary = build_report("smoke", tmp_path / "run", out, overrides={"run.device": "cuda"}, timeout=900)

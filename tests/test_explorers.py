@@ -12,7 +12,7 @@ import torch  # noqa: E402
 
 from vpe_lib.config import get_config  # noqa: E402
 from vpe_lib.data.store import PushWorldStore, build_dataset  # noqa: E402
-from vpe_lib.explorers import (LatentData, LatentExplorer, UmapExplorer, class_colour, class_counts,  # noqa: E402
+from vpe_lib.explore.latents import (LatentData, LatentExplorer, UmapExplorer, class_colour, class_counts,  # noqa: E402
                                embedding_pair_figure, patch_at, points_in_box, selection_summary)
 from vpe_lib.models.tokenizer import VQVAE3D  # noqa: E402
 

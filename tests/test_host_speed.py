@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vpe_lib import report
+from vpe_lib.report import index as report
 from vpe_lib.host_speed import cpu_model, host_speed
 
 

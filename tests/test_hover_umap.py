@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vpe_lib.explorers import context_patch
-from vpe_lib.hover_umap import PLOTLY_JS, hover_embedding_html, png_data_uri, write_plotly_js
-from vpe_lib.plots import PALETTE
+from vpe_lib.figures.plots import context_patch
+from vpe_lib.figures.hover_umap import PLOTLY_JS, hover_embedding_html, png_data_uri, write_plotly_js
+from vpe_lib.figures.plots import PALETTE
 
 
 def _decode(uri: str) -> np.ndarray:
@@ -67,7 +67,7 @@ def test_hovering_a_point_shows_its_patch_in_chromium(tmp_path):
     """The page as the report writes it (plotly.min.js beside it), in headless Chromium: it loads
     offline without errors, and hovering point 3 of the first class puts that token's patch in
     the preview box."""
-    from vpe_lib.browser_check import check_pages, find_chromium
+    from vpe_lib.report.browser_check import check_pages, find_chromium
 
     if find_chromium() is None:
         pytest.skip("no Chromium (make browser installs it)")

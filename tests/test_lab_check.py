@@ -1,4 +1,4 @@
-"""The live-JupyterLab check (vpe_lib.lab_check) on a tiny widget notebook: a slider drives an
+"""The live-JupyterLab check (vpe_lib.report.lab_check) on a tiny widget notebook: a slider drives an
 image, as in the explorers. It opens the notebook in a real JupyterLab in headless Chromium, runs
 every cell, and moves the slider with the keyboard. Skips where Chromium is missing."""
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from vpe_lib.browser_check import find_chromium
-from vpe_lib.lab_check import check_lab_notebook
+from vpe_lib.report.browser_check import find_chromium
+from vpe_lib.report.lab_check import check_lab_notebook
 
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
 

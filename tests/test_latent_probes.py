@@ -243,7 +243,7 @@ def test_latents_stage_at_smoke_scale(tmp_path):
     # the UMAP explorer reads the embedding with the pixels under each embedded token
     stride = cfg.pretrain.tokenizer.spatial_factor
     assert z["token_patches"].shape == (len(z["embedding_pretrained"]), stride, stride, 3)
-    from vpe_lib.explorers import umap_explorer
+    from vpe_lib.explore.latents import umap_explorer
 
     ex = umap_explorer(tmp_path, features="random")
     assert sum(ex.summary().values()) == len(ex.selected())
@@ -301,7 +301,7 @@ def test_probe_rows_table_and_interval_plot():
     import matplotlib
 
     matplotlib.use("Agg")
-    from vpe_lib import plots
+    from vpe_lib.figures import plots
     from vpe_lib.stages.latents_stage import interval_markdown, probe_rows
 
     m = {"latents/fg_auroc/tokenizer": 0.8, "latents/fg_auroc/tokenizer_ci_low": 0.75,

@@ -1,18 +1,22 @@
 """The house's layers, read from the imports (every `import` in vpe_lib, at module level or inside a
 function; imports under `if TYPE_CHECKING:` are for annotations and do not run): the data and model
-layers import neither the trainer, the metrics, the stages nor the explorers; the metrics import no
-stage; and no modules import each other in a circle."""
+layers import neither the trainer, the metrics, the stages, the figures nor the explorers; the metrics
+import no stage; the stages import neither the report, the explorers nor the experiments; and no modules
+import each other in a circle."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vpe_lib"
 # layer -> the layers it must not import
+TOP = ("stages", "explore", "report", "experiments", "figures")
 FORBIDDEN = {
-    "data": ("train", "eval", "stages", "explore", "explorers", "report"),
-    "models": ("train", "eval", "stages", "explore", "explorers", "report"),
-    "eval": ("stages", "explore", "explorers", "report"),
-    "train": ("stages", "explore", "explorers", "report"),
+    "data": ("train", "eval") + TOP,
+    "models": ("train", "eval") + TOP,
+    "eval": TOP,
+    "train": TOP,
+    "figures": ("stages", "explore", "report", "experiments"),  # figures draw what they are given
+    "stages": ("explore", "report", "experiments"),  # the stages compute; the report and the explorers read them
 }
 
 

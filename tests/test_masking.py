@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from vpe_lib.masking import (MASKINGS, blob_masks, check_ratio, make_mask, mask_motion_overlap,
+from vpe_lib.data.masking import (MASKINGS, blob_masks, check_ratio, make_mask, mask_motion_overlap,
                              masks_for_batch, motion_centres, motion_guided_mask, n_masked,
                              random_path, simulated_motion_mask, tube_mask)
 

@@ -22,7 +22,7 @@ def test_notebook_is_clean_and_parameterised(path):
 
 
 def test_the_explorer_notebooks_are_not_report_pages():
-    from vpe_lib.report import notebooks
+    from vpe_lib.report.build import notebooks
 
     stems = [p.stem for p in notebooks()]
     explorers = [p for p in NOTEBOOKS if p.stem.startswith("explore_")]

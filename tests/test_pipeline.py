@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from vpe_lib.report import ReportError, build_report, notebooks, quantizer_rows
+from vpe_lib.report.build import ReportError, build_report, notebooks
+from vpe_lib.report.index import quantizer_rows
 from vpe_lib.stages.common import MissingArtifactError, require, start_stage
 from vpe_lib.stages.pretrain_stage import run_pretrain_stage
 
@@ -97,7 +98,7 @@ def test_quantizer_rows_from_flat_metrics():
 def test_provenance_is_taken_before_the_notebooks_run(tmp_path, monkeypatch):
     """The report records the commit and dirty flag of the code that ran, not of the tree as it
     is minutes later when the run ends."""
-    import vpe_lib.report as report
+    import vpe_lib.report.build as report
 
     calls = []
     monkeypatch.setattr(report, "ensure_kernel", lambda: "k")
@@ -111,7 +112,7 @@ def test_provenance_is_taken_before_the_notebooks_run(tmp_path, monkeypatch):
 
 
 def test_report_pages_fetch_nothing_from_the_network():
-    from vpe_lib.report import offline_html
+    from vpe_lib.report.build import offline_html
 
     page = ('<head><script src="https://cdnjs.cloudflare.com/x/require.min.js"></script>'
             '<script type="text/javascript" src="https://cdn/mathjax.js?config=TeX"> </script>'
@@ -125,7 +126,7 @@ def test_provenance_is_dirty_for_code_changes_not_for_rendered_reports(tmp_path,
     import datetime as dt
     import subprocess
 
-    from vpe_lib import report
+    from vpe_lib.report import build as report
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
@@ -152,8 +153,8 @@ def config_walk(run_dir):
     from dataclasses import asdict
 
     from vpe_lib.config import get_config
-    from vpe_lib.report import NOTEBOOK_DIR
-    from vpe_lib.stage_cache import STAGE_INPUTS, UPSTREAM, stage_keys
+    from vpe_lib.report.build import NOTEBOOK_DIR
+    from vpe_lib.report.stage_cache import STAGE_INPUTS, UPSTREAM, stage_keys
     from vpe_lib.stages.common import STAGES
 
     reads = {s: json.loads((run_dir / s / "stage_key.json").read_text())["reads"] for s in STAGES}

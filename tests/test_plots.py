@@ -6,7 +6,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from vpe_lib import plots
+from vpe_lib.figures import plots
 
 
 def test_colourise_and_overlay_shapes():

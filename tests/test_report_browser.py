@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vpe_lib.browser_check import check_pages, find_chromium
+from vpe_lib.report.browser_check import check_pages, find_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT_DIRS = [d for d in (REPO / "reports", REPO / "reports" / "study") if (d / "index.html").exists()]
@@ -82,8 +82,8 @@ def _study_sized_summary() -> dict:
 
 @needs_chromium
 def test_the_answers_and_the_forest_plot_fit_the_first_screen_of_a_laptop(tmp_path):
-    from vpe_lib.browser_check import first_screen
-    from vpe_lib.report import render_index
+    from vpe_lib.report.browser_check import first_screen
+    from vpe_lib.report.index import render_index
 
     page = tmp_path / "index.html"
     page.write_text(render_index(_study_sized_summary(), []))
@@ -97,7 +97,7 @@ def test_the_answers_and_the_forest_plot_fit_the_first_screen_of_a_laptop(tmp_pa
 @needs_chromium
 @pytest.mark.parametrize("report_dir", REPORT_DIRS, ids=[d.relative_to(REPO).as_posix() for d in REPORT_DIRS])
 def test_a_reference_index_opens_with_its_answers_and_forest_plot(report_dir):
-    from vpe_lib.browser_check import first_screen
+    from vpe_lib.report.browser_check import first_screen
 
     info = first_screen(report_dir / "index.html")
     assert info["above_fold"], info

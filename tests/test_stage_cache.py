@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-import vpe_lib.report as report
+import vpe_lib.report.build as report
 from vpe_lib import progress
 from vpe_lib.config import ConfigError, get_config
-from vpe_lib.stage_cache import code_version, resolve_stage_names, stage_keys, why_stale
+from vpe_lib.report.stage_cache import code_version, resolve_stage_names, stage_keys, why_stale
 from vpe_lib.stages.common import STAGES
 
 ALL = list(STAGES.values())

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from vpe_lib.still_input import compare, table
+from vpe_lib.experiments.still_input import compare, table
 
 
 def _runs(values, seeds=(0, 1, 2)):

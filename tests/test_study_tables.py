@@ -6,8 +6,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vpe_lib import study_plots  # noqa: E402
-from vpe_lib.report import render_index  # noqa: E402
+from vpe_lib.figures import study_plots  # noqa: E402
+from vpe_lib.report.index import render_index  # noqa: E402
 from vpe_lib.stages.results_stage import answers, convergence_notes, segmentation_rows, study_rows  # noqa: E402
 
 
@@ -216,7 +216,7 @@ def test_the_four_questions_are_answered_from_their_intervals_with_the_gates():
 def test_every_method_of_the_study_grid_has_its_own_colour_and_a_family_hue():
     from vpe_lib.config import get_config
     from vpe_lib.stages.seg_protocol import main_methods
-    from vpe_lib.study_plots import method_style
+    from vpe_lib.figures.study_plots import method_style
 
     s = get_config("study").seg
     names = [m.name for m in main_methods(list(s.encoders), s.heads, s.modes, s.finetune_heads, s.head_encoders,
@@ -257,7 +257,7 @@ def test_a_davis_index_leads_with_the_benchmarks_jf_and_the_ceiling():
 
 
 def test_the_forest_plot_has_a_panel_per_budget_and_methods_named_in_words():
-    from vpe_lib.study_plots import forest_by_budget, readable_name
+    from vpe_lib.figures.study_plots import forest_by_budget, readable_name
 
     assert readable_name("random_ar/conv/finetuned") == "random-weight AR transformer, fine-tuned, conv head"
     assert readable_name("tokenizer/linear/frozen/probe-mid") == "tokenizer, frozen, linear head [probe-mid]"

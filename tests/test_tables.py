@@ -1,6 +1,6 @@
 import math
 
-from vpe_lib.tables import interval, markdown_table, mean_std, num, row_mean_std
+from vpe_lib.figures.tables import interval, markdown_table, mean_std, num, row_mean_std
 
 
 def test_missing_values_read_the_same_everywhere():

@@ -16,7 +16,7 @@ from vpe_lib.models.transformer import (
     build_predictor,
     check_compatible,
     cosine_mask_ratio,
-    random_mask,
+    random_token_mask,
     sample_mask_ratio,
 )
 
@@ -36,7 +36,7 @@ def batch(seed: int = 0, b: int = B, cfg: TransformerConfig = CFG):
     t, h, w = cfg.grid
     codes = torch.randint(0, K, (b, t, h, w), generator=g)
     cond = torch.randint(0, K, (b, cfg.cond_frames, h, w), generator=g)
-    mask = random_mask(b, cfg.grid, torch.tensor([0.4, 0.8][:b]), g)
+    mask = random_token_mask(b, cfg.grid, torch.tensor([0.4, 0.8][:b]), g)
     return codes, cond, mask
 
 
@@ -108,11 +108,11 @@ def test_cosine_schedule_and_ratios():
 def test_random_mask_exact_counts():
     grid = (3, 4, 4)
     ratios = torch.tensor([0.0, 0.25, 0.5, 0.99, 1.0])
-    m = random_mask(5, grid, ratios, torch.Generator().manual_seed(0))
+    m = random_token_mask(5, grid, ratios, torch.Generator().manual_seed(0))
     assert m.shape == (5, *grid) and m.dtype == torch.bool
     assert m.flatten(1).sum(1).tolist() == [1, 12, 24, 48, 48]
-    assert torch.equal(m, random_mask(5, grid, ratios, torch.Generator().manual_seed(0)))
-    assert not torch.equal(m, random_mask(5, grid, ratios, torch.Generator().manual_seed(1)))
+    assert torch.equal(m, random_token_mask(5, grid, ratios, torch.Generator().manual_seed(0)))
+    assert not torch.equal(m, random_token_mask(5, grid, ratios, torch.Generator().manual_seed(1)))
 
 
 # ---------------------------------------------------------------------------- both predictors

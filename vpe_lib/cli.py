@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             if os.environ.get("RANK", "0") == "0":  # torchrun: one line, not one per rank
                 print(f"stage {args.stage}: {len(metrics)} metrics in {run_dir / args.stage / 'metrics.json'}")
         elif args.command == "report":
-            from vpe_lib.report import ReportError, build_report
+            from vpe_lib.report.build import ReportError, build_report
 
             run_dir = args.run_dir or f"runs/{args.profile}"
             try:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from vpe_lib.data.loader import check_loader_settings
 from vpe_lib.data.pushworld import PushWorldConfig
-from vpe_lib.masking import MASKINGS
+from vpe_lib.data.masking import MASKINGS
 from vpe_lib.models.encoders import ENCODERS
 from vpe_lib.models.heads import HEADS, MODES
 from vpe_lib.models.tokenizer import QUANTIZERS, TokenizerConfig

@@ -3,7 +3,7 @@
 `record_reads(cfg, path)` watches the config objects of one resolved RunConfig (the root and every
 section below it) and writes the dotted names of the fields read to `path` (JSON), each time one is
 read for the first time. `vpe report` then keys the stage by the values of those fields as well as
-the sections it declares (vpe_lib.stage_cache): a stage that starts reading `seg.seeds` is re-run
+the sections it declares (vpe_lib.report.stage_cache): a stage that starts reading `seg.seeds` is re-run
 when the seeds change, without anyone updating a hand-kept table.
 
 What counts as a read:

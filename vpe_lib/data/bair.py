@@ -29,7 +29,8 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 from PIL import Image
 
-from .clips import IndexedSource, resize_frames
+from .clips import IndexedSource
+from .frames import resize_frames
 from .errors import DataError
 from .frames import natural_key
 from .tfrecord_index import is_index_file, load_index, save_index

@@ -35,7 +35,7 @@ from einops import rearrange
 from PIL import Image
 
 from .errors import DataError
-from .frames import natural_key, read_rgb
+from .frames import natural_key, read_rgb, resize_frames
 from .video import read_video
 from vpe_lib.data.sharding import rank_slice
 
@@ -58,14 +58,6 @@ class ClipSource(Protocol):
 
 class SkippedVideosWarning(UserWarning):
     """Some videos of a source were skipped at indexing time (see ``source.skipped``)."""
-
-
-def resize_frames(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """uint8 (T, H, W, 3) -> (T, *size, 3), bilinear (PIL, antialiased when shrinking)."""
-    if size is None or tuple(frames.shape[1:3]) == tuple(size):
-        return frames
-    h, w = int(size[0]), int(size[1])
-    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames])
 
 
 def _reason(e: Exception, path) -> str:

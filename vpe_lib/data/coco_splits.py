@@ -10,8 +10,8 @@ import numpy as np
 
 from .coco import IGNORE, CocoDataset
 from .errors import DataError
-from .labelled import (FRAME_EXTENSIONS, LabelledSplit, SkipReport, _auto_counts, _reason, _stack_split, resize_frames,
-                       resize_labels)
+from .labelled import (FRAME_EXTENSIONS, LabelledSplit, SkipReport, _auto_counts, _reason, _stack_split, resize_labels)
+from .frames import resize_frames
 
 
 

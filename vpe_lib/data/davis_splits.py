@@ -15,9 +15,9 @@ from .clips import FrameFolderSource, InMemoryClipSource
 from .coco import IGNORE
 from .davis import _image_size, open_mask
 from .errors import DataError
-from .frames import natural_key, read_rgb
+from .frames import natural_key, read_rgb, resize_frames
 from .labelled import (FRAME_EXTENSIONS, SPLITS, LabelledSplit, SkippedDataWarning, SkipReport, _auto_counts, _reason, _stack_split,
-                       _stride_of, resize_frames, resize_labels)
+                       _stride_of, resize_labels)
 
 DAVIS_CLASSES = ["background", "foreground"]
 

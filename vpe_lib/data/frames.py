@@ -61,3 +61,29 @@ def list_sequences(root, *, pattern: str = "*.png") -> list[str]:
     seqs = [d.name for d in root.iterdir()
             if d.is_dir() and any(p.is_file() for p in d.glob(pattern))]
     return sorted(seqs, key=natural_key)
+
+
+def frame_size(size) -> tuple[int, int]:
+    """(H, W) from an int S (a square) or an (H, W) pair; both at least 1."""
+    if isinstance(size, (int, np.integer)):
+        h = w = int(size)
+    else:
+        h, w = (int(v) for v in size)
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be >= 1, got {size!r}")
+    return h, w
+
+
+def resize_frames(frames: np.ndarray, size) -> np.ndarray:
+    """uint8 (H, W, 3) or (N, H, W, 3) -> ``size`` (int S or (H, W); None leaves the frames as they are);
+    PIL bilinear, antialiased when shrinking. The aspect ratio is not kept. The one resize of the data
+    layer: clip sources, DAVIS and COCO frames all go through it."""
+    if size is None:
+        return frames
+    h, w = frame_size(size)
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        return resize_frames(frames[None], (h, w))[0]
+    if frames.shape[1:3] == (h, w):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames])

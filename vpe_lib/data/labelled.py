@@ -13,6 +13,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from .frames import frame_size
+
 SPLITS = ("train", "val", "test")
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")  # still images a DAVIS or COCO folder holds
 
@@ -80,31 +82,9 @@ class SkipReport:
 # resizing
 
 
-def _size2(size) -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)):
-        h = w = int(size)
-    else:
-        h, w = (int(v) for v in size)
-    if h < 1 or w < 1:
-        raise ValueError(f"size must be >= 1, got {size!r}")
-    return h, w
-
-
-def resize_frames(frames: np.ndarray, size) -> np.ndarray:
-    """uint8 (H, W, 3) or (N, H, W, 3) -> ``size`` (int S or (H, W)); PIL bilinear, antialiased
-    when shrinking. The aspect ratio is not kept."""
-    h, w = _size2(size)
-    frames = np.asarray(frames)
-    if frames.ndim == 3:
-        return resize_frames(frames[None], (h, w))[0]
-    if frames.shape[1:3] == (h, w):
-        return frames
-    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames])
-
-
 def resize_labels(labels: np.ndarray, size) -> np.ndarray:
     """Integer maps (H, W) or (N, H, W) -> ``size``, nearest neighbour (PIL), same dtype."""
-    h, w = _size2(size)
+    h, w = frame_size(size)
     labels = np.asarray(labels)
     if labels.ndim == 2:
         return resize_labels(labels[None], (h, w))[0]
@@ -149,7 +129,7 @@ def _stride_of(frame_stride, split: str) -> int:
 
 def _stack_split(frames: list, sems: list, vids: list, names: list[str], size, instances=None, *,
                  items: list[dict] | None = None, meta: dict | None = None):
-    h, w = _size2(size)
+    h, w = frame_size(size)
     return LabelledSplit(
         items=items, meta=meta or {},
         frames=np.stack(frames) if frames else np.zeros((0, h, w, 3), np.uint8),

@@ -66,7 +66,8 @@ from .coco_splits import load_coco_splits
 from .davis_splits import (DAVIS_CLASSES, davis_clip_source, davis_sequences, load_davis_splits,
                            read_davis_semantic, resolve_davis_splits)
 from .errors import DataError
-from .labelled import SPLITS, LabelledSplit, SkippedDataWarning, SkipReport, resize_frames, resize_labels
+from .labelled import SPLITS, LabelledSplit, SkippedDataWarning, SkipReport, resize_labels
+from .frames import resize_frames
 
 __all__ = ["IGNORE", "SOURCE_KINDS", "SPLITS", "DAVIS_CLASSES", "LabelledSplit", "SkipReport",
            "SkippedDataWarning", "parse_source", "labels_kind", "UNLABELLED_KINDS", "resize_frames", "resize_labels",

@@ -1,2 +1,2 @@
-"""Interactive explorers (ipywidgets). `predictions`: watch a future being decoded from one frame.
-The latent and UMAP explorers are in vpe_lib.explorers (to move here with the house's regrouping)."""
+"""Interactive explorers (ipywidgets): `latents` (the codes under a frame, the UMAP of the latents, with
+selection) and `predictions` (watch a future being decoded from one frame)."""

@@ -221,7 +221,7 @@ class PredictionExplorer:
     def _build(self):
         import ipywidgets as w
 
-        from vpe_lib.explorers import bind_controls
+        from vpe_lib.explore.latents import bind_controls
 
         d = self.data
         controls = {

@@ -140,7 +140,7 @@ def sample_mask_ratio(batch: int, generator: torch.Generator | None = None, *, n
     return cosine_mask_ratio(u).clamp(1 / n_tokens, 1.0)
 
 
-def random_mask(batch: int, grid, ratios: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def random_token_mask(batch: int, grid, ratios: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """bool b t h w, True = masked, with exactly round(ratio * n) (at least 1) masked per sample,
     uniformly placed: rank i.i.d. scores, mask the lowest ranks."""
     t, h, w = grid
@@ -424,7 +424,7 @@ class MaskedVideoTransformer(_VideoTransformer):
     def sample_mask(self, batch: int, *, generator: torch.Generator | None = None, device="cpu") -> Tensor:
         """A training mask b t h w: ratio from the cosine schedule, then that many random positions."""
         ratios = sample_mask_ratio(batch, generator, n_tokens=self.cfg.n_tokens, device=device)
-        return random_mask(batch, self.cfg.grid, ratios, generator)
+        return random_token_mask(batch, self.cfg.grid, ratios, generator)
 
     def _cond_inputs(self, cond_codes: Tensor) -> tuple[Tensor, Tensor]:
         """The condition region holding the condition tokens (segment 1), every future position masked."""
@@ -648,6 +648,6 @@ __all__ = [
     "build_predictor",
     "check_compatible",
     "cosine_mask_ratio",
-    "random_mask",
+    "random_token_mask",
     "sample_mask_ratio",
 ]

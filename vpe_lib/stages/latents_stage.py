@@ -36,7 +36,7 @@ from vpe_lib.data.pushworld import CLASS_NAMES
 from vpe_lib.data.samplers import ClipBatches, to_unit_range
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.eval import latent_probes as lp
-from vpe_lib.explorers import context_patch, patch_at
+from vpe_lib.figures.plots import context_patch, patch_at
 from vpe_lib.eval.probes import flatten_tokens
 from vpe_lib.models.encoders import (PREDICTOR_ENCODERS, ImageEncoder, PixelEncoder, PredictorEncoder,
                                      TokenizerEncoder)
@@ -303,12 +303,12 @@ def run_latents_stage(cfg: RunConfig, run_dir: Path, out: Path, *, log: Callable
             arrays[f"embedding_{key}"] = embed_2d(test_features[name][pick], a.embedding)
             arrays[f"majority_{key}"] = majority[pick]
             arrays[f"fg_fraction_{key}"] = fg_frac[pick]
-    # the pixels under each embedded token, for the UMAP explorer (vpe_lib.explorers.umap_explorer)
+    # the pixels under each embedded token, for the UMAP explorer (vpe_lib.explore.latents.umap_explorer)
     n, h, w = test["majority"].shape[:3]
     frame_i, cell = np.divmod(pick, h * w)
     where = list(zip(frame_i, zip(*np.divmod(cell, w))))
     arrays["token_patches"] = np.stack([patch_at(test["frames"][f], r, c, stride) for f, (r, c) in where])
-    # and each token in its neighbourhood, outlined: the report's hover preview (vpe_lib.hover_umap)
+    # and each token in its neighbourhood, outlined: the report's hover preview (vpe_lib.figures.hover_umap)
     arrays["token_context"] = np.stack([context_patch(test["frames"][f], r, c, stride) for f, (r, c) in where])
     metrics["latents/umap_wall_s"] = time.perf_counter() - t0
     metrics.update(timing)

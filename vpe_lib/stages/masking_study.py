@@ -28,7 +28,7 @@ from vpe_lib.data.samplers import to_unit_range
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.eval.probes import foreground_probe_iou, motion_probe_r2, token_targets
 from vpe_lib.eval.segmentation import paired_difference
-from vpe_lib.masking import make_mask, mask_motion_overlap
+from vpe_lib.data.masking import make_mask, mask_motion_overlap
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.transformer import TransformerConfig, build_predictor
 from vpe_lib.stages.predictor_training import TokenBatches, load_predictor, predictor_folder, run_folder, train_predictor

@@ -17,7 +17,7 @@ import torch
 
 from vpe_lib.config import RunConfig
 from vpe_lib.data.loader import batch_source
-from vpe_lib.masking import make_mask
+from vpe_lib.data.masking import make_mask
 from vpe_lib.models.code_prior import TablePrior
 from vpe_lib.models.tokenizer import VQVAE3D
 from vpe_lib.models.transformer import ARVideoTransformer, TransformerConfig, build_predictor, check_compatible

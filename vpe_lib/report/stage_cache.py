@@ -48,7 +48,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 }
 STAMP = "stage_key.json"
 READS_FILE = "config_reads.json"  # the fields a stage read, written as its notebook runs
-PACKAGE_ROOT = Path(__file__).resolve().parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # vpe_lib/
 
 
 def stage_of_notebook(stem: str) -> str:
@@ -73,15 +73,18 @@ def resolve_stage_names(names: list[str] | None) -> list[str]:
     return out
 
 
-# the orchestration around the stages: what they compute does not depend on these files
-NOT_STAGE_CODE = ("cli.py", "progress.py", "report.py", "stage_cache.py")
+# the orchestration around the stages (the command line, progress lines, the report/ package: running the
+# notebooks, this cache, the index, the browser checks) and the experiments beside them: what a stage
+# computes does not depend on these files, so editing them re-runs nothing
+NOT_STAGE_CODE = ("cli.py", "progress.py", "report/", "experiments/")
 
 
 def code_version(root: Path = PACKAGE_ROOT) -> str:
     """A digest of the package's Python files (but the orchestration, NOT_STAGE_CODE): a change
     in the code re-runs the stages."""
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*.py") if str(p.relative_to(root)) not in NOT_STAGE_CODE):
+    for path in sorted(p for p in root.rglob("*.py")
+                       if not any(p.relative_to(root).as_posix().startswith(name) for name in NOT_STAGE_CODE)):
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]

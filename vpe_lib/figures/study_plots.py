@@ -9,7 +9,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from vpe_lib import plots
+from vpe_lib.figures import plots
 
 
 def _main(name: str) -> bool:

@@ -5,9 +5,9 @@ with the keyboard and check that the figure it drives changes, and keep a screen
 The explorers' logic is tested through their Python API (tests/test_explorers.py); this checks the
 part those tests cannot reach: the widget views in the browser, talking to a live kernel.
 
-    python -m vpe_lib.lab_check --notebook notebooks/explore_latents.ipynb --screenshot lab.png
+    python -m vpe_lib.report.lab_check --notebook notebooks/explore_latents.ipynb --screenshot lab.png
 
-Needs Chromium (see `vpe_lib.browser_check`), the `vpe` kernel (`make lab` installs it) and a run
+Needs Chromium (see `vpe_lib.report.browser_check`), the `vpe` kernel (`make lab` installs it) and a run
 folder the notebook reads (its default `runs/cpu`).
 """
 
@@ -26,10 +26,10 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vpe_lib.browser_check import _devtools_url, _DevTools, find_chromium
-from vpe_lib.report import KERNEL_NAME, ensure_kernel
+from vpe_lib.report.browser_check import _devtools_url, _DevTools, find_chromium
+from vpe_lib.report.build import KERNEL_NAME, ensure_kernel
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 _STATE_JS = """
 (() => {

@@ -232,7 +232,7 @@ def screenshot(page: Path, out: Path, *, window: tuple[int, int] = (1280, 800), 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m vpe_lib.browser_check --screenshot OUT.png PAGE.html: the first screen of a page, and
+    """python -m vpe_lib.report.browser_check --screenshot OUT.png PAGE.html: the first screen of a page, and
     whether its answers and forest plot are in it."""
     import argparse
 

@@ -8,7 +8,7 @@ then runs the segmentation study's heads twice on it, `seg.still=repeat` and `se
 with everything else (labels, seeds, learning-rate grid, updates) the same, and compares them
 paired by seed:
 
-    python -m vpe_lib.still_input --run-dir runs/still_input --out reports/still_input   # make still-input
+    python -m vpe_lib.experiments.still_input --run-dir runs/still_input --out reports/still_input   # make still-input
 
 Only the tokenizer and its random twin run (the prediction stage is not needed); the UNet and the
 baselines run as in every study, and do not depend on the still mode.
@@ -78,7 +78,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def run(profile: str, run_dir: Path, out: Path, *, extra: dict | None = None) -> dict[str, Any]:
-    from vpe_lib.report import build_report
+    from vpe_lib.report.build import build_report
 
     out.mkdir(parents=True, exist_ok=True)
     per_seed = {}

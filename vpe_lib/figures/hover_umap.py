@@ -4,7 +4,7 @@ token, its class and its foreground share; zoom, pan and toggle classes in the l
 plotly draws it (no kernel, no network): the page references `plotly.min.js` beside it, which the
 report writer copies there once (`write_plotly_js`); the patches travel inside the page as small
 PNG data URIs (customdata), shown by a few lines of script on hover. In JupyterLab the live
-ipywidgets explorer (`vpe_lib.explorers.umap_explorer`) does this with a kernel instead."""
+ipywidgets explorer (`vpe_lib.explore.latents.umap_explorer`) does this with a kernel instead."""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ no kernel and no JavaScript.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import base64
 import io
 
@@ -144,3 +146,26 @@ def interval_dots(rows: list[dict], metric: str, *, ax=None, title: str = "", re
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     return ax
+
+
+def patch_at(frame: np.ndarray, row: int, col: int, stride: int) -> np.ndarray:
+    """The pixels under token (row, col) of a frame h w c, for a token grid of `stride` pixels."""
+    return frame[row * stride:(row + 1) * stride, col * stride:(col + 1) * stride]
+
+
+def context_patch(frame: np.ndarray, row: int, col: int, stride: int, *, around: int = 3,
+                  outline: Sequence[int] = (255, 225, 25)) -> np.ndarray:
+    """The pixels of token (row, col) and `around` tokens on each side ((2*around+1)*stride square,
+    black beyond the frame), the token itself outlined: what a hover preview needs to show where
+    a 4-pixel token sits."""
+    size = (2 * around + 1) * stride
+    h, w = frame.shape[:2]
+    out = np.zeros((size, size, frame.shape[2]), frame.dtype)
+    y0, x0 = (row - around) * stride, (col - around) * stride
+    ys, xs = slice(max(y0, 0), min(y0 + size, h)), slice(max(x0, 0), min(x0 + size, w))
+    out[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = frame[ys, xs]
+    a, b = around * stride - 1, (around + 1) * stride  # one pixel outside the token
+    lo, hi = max(a, 0), min(b, size - 1)
+    out[lo, lo:hi + 1] = out[hi, lo:hi + 1] = outline
+    out[lo:hi + 1, lo] = out[lo:hi + 1, hi] = outline
+    return out

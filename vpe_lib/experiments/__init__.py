@@ -1,0 +1,1 @@
+"""Experiments outside the report's stages, each with its own command and page (`still_input`)."""
