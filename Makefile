@@ -11,7 +11,7 @@ REPORT_DIR ?= $(if $(filter cpu,$(PROFILE)),reports,reports/$(PROFILE))
 # PROFILE=davis: a DAVIS root (JPEGImages/ + Annotations/); default the four sample sequences beside the project
 DAVIS ?=
 
-.PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-convergence bench-predict bench-compile bench-mv bench-loader still-input check-lab clean
+.PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-convergence bench-study-budget bench-predict bench-compile bench-mv bench-loader still-input check-lab clean
 
 install: $(STAMP)
 
@@ -108,6 +108,10 @@ bench-lr: $(STAMP)
 # grid's 480 updates and for 1920 (~1.5 h on 2 cores). e.g. BENCH_ARGS="--methods unet --steps 480,960"
 bench-convergence: $(STAMP)
 	$(BIN)/python bench/seg_convergence.py --run-dir $(RUN_DIR) $(BENCH_ARGS)
+
+# Where a rendered study's minutes went, run by run, and its idle-host estimate (reads runs/study; trains nothing)
+bench-study-budget: $(STAMP)
+	$(BIN)/python bench/study_budget.py --run-dir $(RUN_DIR) --json bench/results/study_budget.json
 
 # The explorers notebook in a real JupyterLab in headless Chromium: run all, move a slider, screenshot
 check-lab: $(STAMP)
