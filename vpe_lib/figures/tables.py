@@ -27,9 +27,9 @@ def row_mean_std(row: Mapping, key: str, digits: int = 3) -> str:
     return mean_std(row.get(key), row.get(key + "_std"), digits)
 
 
-def interval(d: Mapping, digits: int = 3) -> str:
-    """A paired difference {"mean", "ci_low", "ci_high"} as "+0.012 [-0.003, 0.027]"."""
-    if d.get("mean") is None or num(d["mean"]) == MISSING:
+def interval(d: Mapping | None, digits: int = 3) -> str:
+    """A paired difference {"mean", "ci_low", "ci_high"} as "+0.012 [-0.003, 0.027]"; "—" for none."""
+    if not d or d.get("mean") is None or num(d["mean"]) == MISSING:
         return MISSING
     return f"{d['mean']:+.{digits}f} [{num(d.get('ci_low'), digits)}, {num(d.get('ci_high'), digits)}]"
 
