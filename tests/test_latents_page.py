@@ -17,7 +17,8 @@ def test_notes_and_tables():
     note = page.probes_note(m, [2, 10, 20], ["ar"])
     assert "120 frames of training videos" in note and "(frames 2, 10, 20 of each)" in note and "trained): ar." in note
     assert "| `tokenizer` | 0.610 [0.580, 0.640] | 0.500 | 300 |" in page.code_purity_table(m)
-    assert "| `x` | — |" in page.metrics_table({"x": None}) and "| `y` | 0.5 |" in page.metrics_table({"y": 0.5})
+    from vpe_lib.figures.tables import metrics_table
+    assert "| `x` | — |" in metrics_table({"x": None}) and "| `y` | 0.5 |" in metrics_table({"y": 0.5})
     fig = page.code_usage_figure(np.array([0, 5, 3, 0]), m)
     assert fig.axes[0].get_title().startswith("2 of 4 codes used")
     plt.close(fig)

@@ -85,10 +85,3 @@ def embedding_figure(z: Mapping[str, np.ndarray], class_names: Sequence[str], me
     axes[0].legend(markerscale=3, fontsize=7)
     fig.tight_layout()
     return fig
-
-
-def metrics_table(metrics: Mapping[str, Any]) -> str:
-    """Every metric of the stage, as a two-column table ("—" for a missing value)."""
-    return "| metric | value |\n|---|---|\n" + "\n".join(
-        f"| `{k}` | {v:.4g} |" if isinstance(v, (int, float)) and v is not None else f"| `{k}` | — |"
-        for k, v in metrics.items())

@@ -8,9 +8,6 @@ from typing import Any, Mapping, Sequence
 import matplotlib.pyplot as plt
 
 
-def metrics_table(metrics: Mapping[str, float]) -> str:
-    return "| metric | value |\n|---|---|\n" + "\n".join(f"| `{k}` | {v:.4g} |" for k, v in metrics.items())
-
 
 def training_figure(history: Sequence[Mapping[str, float]]):
     """Training loss (total and reconstruction, log scale), held-out PSNR and codebook utilisation against steps."""

@@ -39,3 +39,14 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def metrics_table(metrics: Mapping[str, Any], *, sort: bool = False) -> str:
+    """Every metric of a stage as a two-column markdown table: numbers to 4 significant digits, "—" for a
+    missing value, anything else as written."""
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return MISSING
+        return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
+    items = sorted(metrics.items()) if sort else metrics.items()
+    return "| metric | value |\n|---|---|\n" + "\n".join(f"| `{k}` | {cell(v)} |" for k, v in items)
