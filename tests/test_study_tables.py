@@ -127,7 +127,11 @@ def test_study_figures_draw():
     ax = study_plots.score_bars(per_seed)
     assert len(ax.patches) == 4  # 2 main methods x 2 budgets (ablations are not main rows)
     fig = study_plots.learning_curves(per_seed)
-    assert len(fig.axes) == 2
+    assert len(fig.axes) == 2  # one family (the tokenizer, with the UNet for reference) x 2 budgets
+    fig = study_plots.learning_curves({**per_seed, "masked/conv/frozen": per_seed["tokenizer/conv/frozen"]})
+    assert len(fig.axes) == 4  # small multiples: a row per encoder family
+    assert len(fig.axes[2].lines) == 6  # the masked runs and the UNet's, 3 seeds each
+    assert fig.axes[0].get_ylabel().startswith("tokenizer") and fig.axes[2].get_ylabel().startswith("masked transformer")
     ax = study_plots.level_probes(per_seed, budget="labels100")
     assert [t.get_text() for t in ax.get_xticklabels()] == ["mid"]
     frames = np.zeros((5, 8, 8, 3), np.uint8)

@@ -126,25 +126,44 @@ def score_bars(per_seed: dict, *, metric: str = "fg_iou", methods=None, ax=None,
     return ax
 
 
+def _family(name: str) -> str:
+    return name.split("/")[0].removeprefix("random_")
+
+
 def learning_curves(per_seed: dict, *, methods=None, budgets=None, metric_label: str = "validation fg IoU"):
-    """Held-out (validation) curves of every run at its chosen learning rate: one panel per budget,
-    one colour per method, one line per seed. A curve still rising at the end was not converged."""
+    """Held-out (validation) curves of every run at its chosen learning rate, as small multiples: one row per
+    encoder family (the pretrained encoder and its random-weight twin, every head and mode), one column per label
+    budget, the UNet from scratch in every panel for reference; one colour per method, one line per seed. A curve
+    still rising at the end was not converged."""
     methods = methods or [m for m in per_seed if _main(m)]
     budgets = budgets or sorted({b for m in methods for b in per_seed[m]}, key=lambda b: float(b.removeprefix("labels")))
-    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.2), squeeze=False, sharey=True)
+    families = sorted({_family(m) for m in methods if m != "unet"}, key=_family_key)
+    families = families or ["unet"]
+    fig, axes = plt.subplots(len(families), len(budgets), figsize=(3.6 * len(budgets) + 2.6, 2.4 * len(families)),
+                             squeeze=False, sharex="col", sharey=True)
+    for row, family in zip(axes, families):
+        shown = [m for m in methods if _family(m) == family] + (["unet"] if "unet" in methods and family != "unet" else [])
+        for ax, b in zip(row, budgets):
+            for m in shown:
+                for k, r in enumerate(per_seed[m].get(b, [])):
+                    if r["curve"]:
+                        steps, vals = zip(*r["curve"])
+                        st = method_style(m)
+                        ax.plot(steps, vals, color=st["color"], linestyle=st["linestyle"], alpha=0.85, lw=1,
+                                label=readable_name(m) if k == 0 else None)
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel(f"{ENCODER_NAMES.get(family, family)}\n{metric_label}", fontsize=8)
+        handles, labels = [], []
+        for ax in row:  # a method may have runs at some budgets only
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        row[-1].legend(handles, labels, fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     for ax, b in zip(axes[0], budgets):
-        for i, m in enumerate(methods):
-            for k, r in enumerate(per_seed[m].get(b, [])):
-                if r["curve"]:
-                    steps, vals = zip(*r["curve"])
-                    st = method_style(m)
-                    ax.plot(steps, vals, color=st["color"], linestyle=st["linestyle"], alpha=0.85, lw=1,
-                            label=m if k == 0 else None)
         ax.set_title(f"{b.removeprefix('labels')}% labels", fontsize=9)
+    for ax in axes[-1]:
         ax.set_xlabel("update")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(metric_label)
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
