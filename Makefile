@@ -11,7 +11,7 @@ REPORT_DIR ?= $(if $(filter cpu,$(PROFILE)),reports,reports/$(PROFILE))
 # PROFILE=davis: a DAVIS root (JPEGImages/ + Annotations/); default the four sample sequences beside the project
 DAVIS ?=
 
-.PHONY: install report test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-convergence bench-study-budget bench-predict bench-compile bench-mv bench-loader still-input check-lab clean
+.PHONY: install report index screenshot test browser test-fast lab bench bench-tokenizer bench-mfu bench-rate bench-lr bench-convergence bench-study-budget bench-predict bench-compile bench-mv bench-loader still-input check-lab clean
 
 install: $(STAMP)
 
@@ -25,6 +25,14 @@ $(STAMP): pyproject.toml
 report: $(STAMP)
 	$(BIN)/vpe report --profile $(PROFILE) --run-dir $(RUN_DIR) --out $(REPORT_DIR) $(if $(FORCE),--force $(FORCE)) \
 	  $(if $(DAVIS),--set data.source=davis:$(abspath $(DAVIS)))
+
+# The index again from REPORT_DIR/summary.json with this code (no notebook runs): the index is a view of the summary
+index: $(STAMP)
+	$(BIN)/vpe report --profile $(PROFILE) --out $(REPORT_DIR) --index-only
+
+# The index's first screen at 1280x800 in headless Chromium (fails if the answers or the forest plot are below it)
+screenshot: $(STAMP)
+	$(BIN)/python -m vpe_lib.report.browser_check $(REPORT_DIR)/index.html --screenshot $(REPORT_DIR)/first_screen.png
 
 # Chromium for the browser test of the report pages (tests/test_report_browser.py skips without it):
 # Debian's package, installed where we may (root with apt-get); elsewhere say how.

@@ -189,3 +189,21 @@ def config_walk(run_dir):
         assert {s for s in STAGES if keys[s]["key"] != base[s]["key"]} == expected, leaf
         walked += 1
     assert walked > 100
+
+
+def test_the_index_is_written_again_from_the_summary_without_running_a_notebook(tmp_path):
+    from vpe_lib.report.build import rewrite_index
+
+    with pytest.raises(ReportError, match="summary.json does not exist"):
+        rewrite_index(tmp_path)
+    summary = {"metrics": {"tokenizer/psnr_db": 23.5}, "status": "ok", "wall_time_s": {"total": 10.0},
+               "provenance": {"profile": "cpu", "commit": "0" * 40, "dirty": False, "torch": "x", "start_time": "t",
+                              "hardware": {"cpu_count": 2, "gpu": None}}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "01_data.html").write_text("<p>page</p>")
+    (tmp_path / "index.html").write_text("old")
+    page = rewrite_index(tmp_path).read_text()
+    assert 'href="01_data.html"' in page and "02_pretrain.html" not in page  # only the pages that exist
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["metrics"] == summary["metrics"] and written["index_commit"] != "0" * 40
+    assert "this index written at commit" in page

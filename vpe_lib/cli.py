@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     # on 2 cores (its 3600 s limit killed a from-empty study run); the cells print progress, so the
     # limit only has to catch a kernel that hangs.
     rep.add_argument("--timeout", type=int, default=4 * 3600, help="per-cell execution timeout (s)")
+    rep.add_argument("--index-only", action="store_true",
+                     help="write OUT/index.html again from OUT/summary.json with this code, running no notebook")
 
     stg = sub.add_parser("stage", help="run one stage (data, pretrain, predict) outside the notebooks; "
                                        "data-parallel when launched by torchrun",
@@ -90,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             if os.environ.get("RANK", "0") == "0":  # torchrun: one line, not one per rank
                 print(f"stage {args.stage}: {len(metrics)} metrics in {run_dir / args.stage / 'metrics.json'}")
         elif args.command == "report":
-            from vpe_lib.report.build import ReportError, build_report
+            from vpe_lib.report.build import ReportError, build_report, rewrite_index
 
             run_dir = args.run_dir or f"runs/{args.profile}"
             try:
+                if args.index_only:
+                    print(f"index written to {rewrite_index(args.out)}")
+                    return 0
                 summary = build_report(args.profile, run_dir, args.out, overrides=overrides,
                                        timeout=args.timeout, only=args.only, force=args.force)
             except ReportError as err:

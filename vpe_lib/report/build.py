@@ -240,3 +240,25 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
     if error:
         raise error
     return summary
+
+
+def rewrite_index(out_dir: str | Path) -> Path:
+    """Write `<out>/index.html` again from the report's own `summary.json` with this code's index, without
+    running a notebook: the index is a view of the summary (report/ is not part of any stage's code), so a
+    change to it need not re-run hours of stages. The summary records the commit the index was written at
+    (`index_commit`), and the page says so beside the commit of the pages."""
+    out_dir = Path(out_dir)
+    path = out_dir / "summary.json"
+    if not path.exists():
+        raise ReportError(f"{path} does not exist: render the report first (vpe report --profile ... --out {out_dir})")
+    summary = json.loads(path.read_text())
+    names = [nb.stem for nb in notebooks()]
+    pages = [(name, f"{name}.html") for name in names if (out_dir / f"{name}.html").exists()]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    if commit and commit != summary["provenance"].get("commit"):
+        summary["index_commit"] = commit
+    else:
+        summary.pop("index_commit", None)
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    (out_dir / "index.html").write_text(render_index(summary, pages))
+    return out_dir / "index.html"

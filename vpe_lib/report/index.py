@@ -30,6 +30,12 @@ def _wall_html(summary: dict[str, Any]) -> str:
             f"{sum(computed.values()):,.0f} s")
 
 
+def _index_commit_html(summary: dict[str, Any]) -> str:
+    commit = summary.get("index_commit")
+    return "" if not commit else (f" · this index written at commit <code>{html.escape(commit[:12])}</code> from the pages' "
+                                  "summary (the pages and every number are the commit's above)")
+
+
 def _page_time(summary: dict[str, Any], name: str) -> str:
     """'412 s', or for a stage skipped as unchanged '412 s, cached' (its time when it was computed)."""
     computed = summary.get("computed_wall_time_s", {}).get(name, summary["wall_time_s"].get(name, 0))
@@ -239,7 +245,7 @@ th{{background:#f3f3f3}}.err{{color:#a00}}code{{background:#f3f3f3;padding:0 .2e
 <h1>Do video prediction models make general visual encoders?</h1>
 <p>Profile <code>{html.escape(prov['profile'])}</code> · commit <code>{html.escape(prov['commit'][:12])}</code>{' (dirty)' if prov['dirty'] else ''}
 · {html.escape(str(hw['cpu_count']))} CPU cores{_speed_html(hw)}{', GPU ' + html.escape(hw['gpu']) if hw['gpu'] else ', no GPU'}
-· torch {html.escape(prov['torch'])} · started {html.escape(prov['start_time'])} · {_wall_html(summary)}</p>
+· torch {html.escape(prov['torch'])} · started {html.escape(prov['start_time'])} · {_wall_html(summary)}{_index_commit_html(summary)}</p>
 {status}
 {_answers_html(m)}
 {_benchmark_html(m)}
