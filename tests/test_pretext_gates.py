@@ -58,6 +58,18 @@ def test_a_failed_gate_is_said_in_the_same_sentence():
     assert sentence.startswith("At 10% labels") and "failed its gate" in sentence
 
 
+def test_margins_over_the_pretraining_seeds_get_a_paired_interval():
+    m = gate_metrics(pretext_gates(BASE))  # tokenizer margins +0.3, -0.3, +0.2 dB over three seeds
+    assert abs(m["gate/tokenizer/margin/mean"] - 0.2 / 3) < 1e-9 and m["gate/tokenizer/margin/n"] == 3.0
+    assert m["gate/tokenizer/margin/ci_low"] < 0 < m["gate/tokenizer/margin/ci_high"]
+    assert "gate/masked/margin/mean" not in m  # one seed: no interval
+    seeds = {"predict/masked/seed0/nll_bits_per_token": 6.0, "predict/code_table/seed0/nll_bits_per_token": 6.8,
+             "predict/masked/seed1/nll_bits_per_token": 6.5, "predict/code_table/seed1/nll_bits_per_token": 7.2,
+             "predict/masked/seed2/nll_bits_per_token": 7.0, "predict/code_table/seed2/nll_bits_per_token": 7.8}
+    page = gate_table_html(seeds)
+    assert "masked: margin +0.767 bits" in page and "over 3 pretraining seeds (excludes 0)" in page
+
+
 def test_gate_table_shows_fail():
     html = gate_table_html(BASE)
     assert html.count("FAIL") == 3 and "pass" in html

@@ -18,6 +18,8 @@ import math
 import re
 from typing import Any
 
+from vpe_lib.eval.segmentation import paired_difference
+
 # the segmentation / probe encoders and the pretraining behind them
 ENCODER_GATE = {"tokenizer": "tokenizer", "masked": "masked", "ar": "ar"}
 
@@ -80,14 +82,28 @@ def pretext_gates(m: dict) -> list[dict]:
     return tokenizer_gates(m) + predictor_gates(m)
 
 
+def margin_intervals(rows: list[dict]) -> dict[str, dict]:
+    """{model: paired_difference of its margins over the pretraining seeds} (e.g. code table - model in bits per
+    token, each seed against its own tokenizer's table), for models gated at two seeds or more: whether a model
+    beats its baseline beyond the seed-to-seed variance of pretraining."""
+    by: dict[str, list[float]] = {}
+    for r in rows:
+        if r["margin"] is not None:
+            by.setdefault(r["model"], []).append(float(r["margin"]))
+    return {model: paired_difference(v, [0.0] * len(v)) for model, v in by.items() if len(v) >= 2}
+
+
 def gate_metrics(rows: list[dict]) -> dict[str, float]:
-    """gate/<model>/seed<k>/{passed,margin} (passed 1.0 / 0.0)."""
+    """gate/<model>/seed<k>/{passed,margin} (passed 1.0 / 0.0), and over the seeds
+    gate/<model>/margin/{mean,ci_low,ci_high,n} (the paired 95% interval of the margins)."""
     out = {}
     for r in rows:
         if r["margin"] is None:
             continue
         out[f"gate/{r['model']}/seed{r['seed']}/passed"] = float(r["passed"])
         out[f"gate/{r['model']}/seed{r['seed']}/margin"] = r["margin"]
+    for model, d in margin_intervals(rows).items():
+        out.update({f"gate/{model}/margin/{k}": float(d[k]) for k in ("mean", "ci_low", "ci_high", "n")})
     return out
 
 
@@ -123,8 +139,15 @@ def gate_table_html(m: dict) -> str:
         f"<td>{cell(r['baseline'])} ({r['baseline_name']})</td>"
         f"<td>{'—' if r['margin'] is None else format(r['margin'], '+.2f') + ' ' + r['unit']}</td>"
         f"<td><b>{'—' if r['passed'] is None else ('pass' if r['passed'] else 'FAIL')}</b></td></tr>" for r in rows)
+    units = {r["model"]: r["unit"] for r in rows}
+    over = "".join(
+        f"<li>{html.escape(model)}: margin {d['mean']:+.3f} {units[model]}, 95% interval [{d['ci_low']:.3f}, "
+        f"{d['ci_high']:.3f}] over {d['n']} pretraining seeds"
+        f"{' (excludes 0)' if d['ci_low'] > 0 or d['ci_high'] < 0 else ' (contains 0)'}</li>"
+        for model, d in margin_intervals(rows).items())
     return ("<table><tr><th>model</th><th>seed</th><th>its own task</th><th>value</th><th>baseline</th>"
-            "<th>margin</th><th>gate</th></tr>" + body + "</table>")
+            "<th>margin</th><th>gate</th></tr>" + body + "</table>"
+            + (f"<p>Over the seeds (paired Student-t, each seed against its own baseline):</p><ul>{over}</ul>" if over else ""))
 
 
 __all__ = ["failed_clause", "gate_metrics", "gate_table_html", "pretext_gates"]
