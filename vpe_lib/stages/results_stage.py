@@ -344,7 +344,7 @@ def question_sentences(m: dict[str, float], prefix: str = "seg") -> list[tuple[s
     if any(c for _, c in b):
         out.append(("(b) The prediction transformers' states against the tokenizer's latents",
                     "Frozen with a conv head, states minus latents: " + "; ".join(
-                        f"the {name} transformer's {c}" for name, c in b if c)
+                        f"the {name} transformer's: {c}" for name, c in b if c)
                     + f" ({gate_status(m, 'masked')}; {gate_status(m, 'ar')})."))
     c = clause("diff_vs_ar", "masked/conv/frozen")
     if c:
