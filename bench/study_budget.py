@@ -25,15 +25,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vpe_lib.host_speed import host_speed  # noqa: E402
+from vpe_lib.stages.pretrain_stage import read_history  # noqa: E402
 
 
 def read_run(folder: Path) -> dict | None:
     """steps, batch, elapsed and the logged rates of one training run folder (None if it logged nothing)."""
-    log, cfg = folder / "metrics.jsonl", folder / "train_config.json"
-    if not log.exists():
-        return None
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    timed = [r for r in rows if "items_per_s" in r]
+    cfg = folder / "train_config.json"
+    timed = [r for r in read_history(folder) if "items_per_s" in r]
     if not timed:
         return None
     batch = json.loads(cfg.read_text()).get("batch_size", 1) if cfg.exists() else 1

@@ -54,9 +54,13 @@ def readable_name(name: str) -> str:
     return text + (f" [{', '.join(tags)}]" if tags else "")
 
 
+def _family(name: str) -> str:
+    return name.split("/")[0].removeprefix("random_")
+
+
 def _family_key(name: str) -> tuple:
     encoder, _, rest = name.partition("/")
-    family = encoder.removeprefix("random_")
+    family = _family(name)
     order = FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
     return (order, encoder.startswith("random_"), rest)
 
@@ -124,10 +128,6 @@ def score_bars(per_seed: dict, *, metric: str = "fg_iou", methods=None, ax=None,
     ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the bars
     ax.grid(axis="y", alpha=0.3)
     return ax
-
-
-def _family(name: str) -> str:
-    return name.split("/")[0].removeprefix("random_")
 
 
 def learning_curves(per_seed: dict, *, methods=None, budgets=None, metric_label: str = "validation fg IoU"):

@@ -73,13 +73,15 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
     return name
 
 
-def provenance(profile: str, started: dt.datetime) -> dict[str, Any]:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
+def git(*args: str) -> str:
+    """A git command's output in the repository ('' where git or the repository is missing)."""
+    try:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
+
+def provenance(profile: str, started: dt.datetime) -> dict[str, Any]:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -254,7 +256,7 @@ def rewrite_index(out_dir: str | Path) -> Path:
     summary = json.loads(path.read_text())
     names = [nb.stem for nb in notebooks()]
     pages = [(name, f"{name}.html") for name in names if (out_dir / f"{name}.html").exists()]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "HEAD")
     if commit and commit != summary["provenance"].get("commit"):
         summary["index_commit"] = commit
     else:

@@ -11,6 +11,7 @@ from vpe_lib.eval.segmentation import fmt_bound, holm, paired_p_value
 from vpe_lib.stages.results_stage import (answers, convergence_notes, question_answers, question_sentences,
                                          seg_prefix, segmentation_rows, what_was_run, benchmark_rows, study_rows)
 
+
 def _speed_html(hw: dict) -> str:
     """' (AMD EPYC, fp32 72 GFLOP/s matmul, 85 conv3d)'; empty for a summary written before hosts were timed."""
     if "fp32_matmul_gflops" not in hw:
