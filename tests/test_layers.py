@@ -1,7 +1,8 @@
 """The house's layers, read from the imports (every `import` in vpe_lib, at module level or inside a
 function; imports under `if TYPE_CHECKING:` are for annotations and do not run): the data and model
-layers import neither the trainer, the metrics, the stages, the figures nor the explorers; the metrics
-import no stage; the stages import neither the report, the explorers nor the experiments; and no modules
+layers import neither the trainer, the metrics, the run configuration, the stages, the figures nor the
+explorers; the metrics import no stage; the run configuration (schema and profiles) imports no metric and
+nothing above it; the stages import neither the report, the explorers nor the experiments; and no modules
 import each other in a circle."""
 
 import ast
@@ -11,11 +12,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vpe_lib"
 # layer -> the layers it must not import
 TOP = ("stages", "explore", "report", "experiments", "figures")
 FORBIDDEN = {
-    "data": ("train", "eval") + TOP,
-    "models": ("train", "eval") + TOP,
-    "eval": TOP,
-    "train": TOP,
-    "figures": ("stages", "explore", "report", "experiments"),  # figures draw what they are given
+    "data": ("train", "eval", "config") + TOP,
+    "models": ("train", "eval", "config") + TOP,
+    "eval": ("config",) + TOP,
+    "train": ("config",) + TOP,
+    # the run configuration is a schema and its profiles: it reads the lower layers' own config classes and
+    # name lists, and nothing that computes; only the stages and what runs them read a RunConfig
+    "config": ("eval",) + TOP,
+    "figures": ("stages", "explore", "report", "experiments", "config"),  # figures draw what they are given
     "stages": ("explore", "report", "experiments"),  # the stages compute; the report and the explorers read them
 }
 
