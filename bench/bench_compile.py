@@ -10,7 +10,7 @@ the conv head on frozen features), the same full training step (forward, backwar
 as `vpe_lib.train.loop.train`, on fixed random inputs of the profile's batch shape:
 
 * eager: `--warmup` untimed steps, then the median of `--steps` timed steps;
-* compiled (`vpe_lib.train.loop.compile_model`, as `train` calls it): the first step's wall time
+* compiled (`vpe_lib.train.device.compile_model`, as `train` calls it): the first step's wall time
   (tracing + code generation + the step: the compile cost) and the median of `--steps` steps after
   `--warmup` more;
 * the speed-up (eager / compiled median), the break-even number of updates (compile cost / time
@@ -48,7 +48,8 @@ from vpe_lib.models.heads import build_head  # noqa: E402
 from vpe_lib.models.tokenizer_loss import TokenizerTrainer  # noqa: E402
 from vpe_lib.models.transformer import TransformerConfig, build_predictor  # noqa: E402
 from vpe_lib.models.unet import UNet2D  # noqa: E402
-from vpe_lib.train.loop import _autocast, compile_model  # noqa: E402
+from vpe_lib.train.device import compile_model  # noqa: E402
+from vpe_lib.train.optim import autocast  # noqa: E402
 
 MODELS = ("tokenizer", "masked", "ar", "unet", "conv_head")
 
@@ -105,7 +106,7 @@ def timed_steps(fwd: nn.Module, params, loss_fn, n: int, device: torch.device, a
     for _ in range(n):
         sync()
         t0 = time.perf_counter()
-        with _autocast(amp, device):
+        with autocast(amp, device):
             loss = loss_fn(fwd)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

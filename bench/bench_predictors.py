@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tokenizer_mfu import count_train_flops, peak_tflops  # noqa: E402
 from vpe_lib.config import get_config  # noqa: E402
 from vpe_lib.models.transformer import ARVideoTransformer, TransformerConfig, build_predictor  # noqa: E402
-from vpe_lib.train.loop import _autocast  # noqa: E402
+from vpe_lib.train.optim import autocast  # noqa: E402
 
 
 def token_grid(cfg) -> tuple[int, int, int]:
@@ -52,7 +52,7 @@ def bench_model(kind: str, tcfg: TransformerConfig, args, device: torch.device, 
     mask = torch.rand(b, t, h, w, device=device) < 0.6
 
     def step():
-        with _autocast(args.amp, device):
+        with autocast(args.amp, device):
             loss, _ = model(codes, cond, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -77,7 +77,7 @@ def bench_model(kind: str, tcfg: TransformerConfig, args, device: torch.device, 
     model.eval()
     g = torch.Generator(device="cpu").manual_seed(0)
     t0 = time.perf_counter()
-    with torch.no_grad(), _autocast(args.amp, device):
+    with torch.no_grad(), autocast(args.amp, device):
         if isinstance(model, ARVideoTransformer):
             model.generate(cond, generator=g)
         else:

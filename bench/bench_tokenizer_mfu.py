@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from vpe_lib.models.tokenizer import TokenizerConfig, VQVAE3D  # noqa: E402
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig, TokenizerTrainer  # noqa: E402
-from vpe_lib.train.loop import _autocast  # noqa: E402  (the training loop's own bf16 autocast)
+from vpe_lib.train.optim import autocast  # noqa: E402  (the training loop's own bf16 autocast)
 
 TARGET_MFU = 0.35
 # Dense peak TFLOP/s (no sparsity) by GPU name fragment and precision: NVIDIA data sheets (SXM parts).
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     clips = (torch.rand(args.batch, *shape, device=device) * 2 - 1).contiguous(memory_format=torch.channels_last_3d)
 
     def step() -> float:
-        with _autocast(args.amp, device):
+        with autocast(args.amp, device):
             loss, _ = step_fn(clips)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainer.parameters(), 1.0)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vpe_lib.data.bair import (_TABLE_LIST, BairHdf5Source, BairTFRecordSource, crc32c,
-                               encode_example, iter_tfrecord, parse_example, write_tfrecord)
+from vpe_lib.data.bair import BairHdf5Source, BairTFRecordSource
+from vpe_lib.data.tfrecord import _TABLE_LIST, crc32c, encode_example, iter_tfrecord, parse_example, write_tfrecord
 from vpe_lib.data.clips import (ClipSource, FrameFolderSource, RealClipBatches, SkippedVideosWarning,
                                 VideoFolderSource)
 from vpe_lib.data.open_clips import open_clip_source

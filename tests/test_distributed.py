@@ -237,13 +237,13 @@ def test_shard_batch():
 
 
 def test_warns_when_codebook_was_built_without_process_group():
-    from vpe_lib.train.loop import _warn_unsynced_codebooks
+    from vpe_lib.train.run import warn_unsynced_codebooks
 
     with pytest.warns(UserWarning, match="init_distributed"):
-        _warn_unsynced_codebooks(tokenizer("vq"))  # built here, with no process group up
+        warn_unsynced_codebooks(tokenizer("vq"))  # built here, with no process group up
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _warn_unsynced_codebooks(mlp())
+        warn_unsynced_codebooks(mlp())
 
 
 # ---------------------------------------------------------------------------- 2 processes vs 1

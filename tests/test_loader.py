@@ -106,7 +106,7 @@ def test_rank_slices_read_only_their_clips(store, monkeypatch):
     """`shard(i, rank, world)` == shard_batch(batches(i)), reading 1/world of the clips; under
     torchrun the loader's workers serve that slice and say so (`rank_local`)."""
     from vpe_lib.train.distributed import shard_batch
-    from vpe_lib.train.loop import read_batch
+    from vpe_lib.train.batches import read_batch
 
     batches = clip_batches(store)
     reads = []

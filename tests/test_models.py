@@ -465,7 +465,7 @@ def test_head_rejects_maps_that_do_not_match_its_feature_info():
 
 
 def test_fine_tuned_encoder_gets_a_lower_learning_rate():
-    from vpe_lib.train.loop import param_groups
+    from vpe_lib.train.optim import param_groups
 
     enc = TokenizerEncoder(_tokenizer(TOKENIZER_CONFIGS["smoke"]))
     model = SegmentationModel(enc, build_head("linear", enc.feature_info, n_classes=2), frozen=False,

@@ -16,7 +16,8 @@ from vpe_lib.models.discriminator import DiscriminatorConfig
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig, TokenizerTrainer
 from vpe_lib.train import NonFiniteLossError, TrainConfig, load_checkpoint, train
 from vpe_lib.train import checkpoint as ckpt_mod
-from vpe_lib.train.loop import cxx_compiler, lr_lambda
+from vpe_lib.train.device import cxx_compiler
+from vpe_lib.train.optim import lr_lambda
 
 W_TRUE = torch.tensor([[1.5], [-2.0], [0.5], [3.0]])
 
@@ -150,7 +151,7 @@ def test_resume_logs_and_truncates_metrics(tmp_path, caplog):
     # pretend the process died after logging step 4 but before checkpointing it
     with (tmp_path / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"step": 4, "loss": 123.0}) + "\n")
-    with caplog.at_level(logging.INFO, logger="vpe_lib.train.loop"):
+    with caplog.at_level(logging.INFO, logger="vpe_lib.train"):
         res = train(linear_model(), mse_step, b, cfg(ckpt_every=2), tmp_path)
     assert "resuming from step 3" in caplog.text
     steps = [r["step"] for r in res.history]

@@ -15,7 +15,7 @@ from vpe_lib.config.schema import AnalysisConfig, DataConfig, PredictConfig, Pre
 from vpe_lib.data.pushworld import PushWorldConfig
 from vpe_lib.models.tokenizer import TokenizerConfig
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig
-from vpe_lib.train.loop import TrainConfig
+from vpe_lib.train.recipe import TrainConfig
 
 
 def _smoke() -> RunConfig:

@@ -19,7 +19,7 @@ from vpe_lib.models.tokenizer import QUANTIZERS, TokenizerConfig
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig
 from vpe_lib.models.transformer import PREDICTORS
 from vpe_lib.train.device import check_device_spec
-from vpe_lib.train.loop import TrainConfig
+from vpe_lib.train.recipe import TrainConfig
 
 
 class ConfigError(ValueError):

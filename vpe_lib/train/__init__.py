@@ -1,8 +1,8 @@
 """Training: one generic loop (schedules, accumulation, EMA, atomic checkpoints, exact resume)."""
 
 from .checkpoint import atomic_save, load_checkpoint, load_weights, seed_everything
+from .optim import ModelEMA
 from .loop import (
-    ModelEMA,
     NonFiniteLossError,
     TrainConfig,
     TrainResult,

@@ -1,4 +1,5 @@
-"""Where a run computes, and in what precision: `run.device` and `TrainConfig.amp`, resolved once.
+"""Where a run computes, and in what precision: `run.device` and `TrainConfig.amp`, resolved once
+(and `compile_model`, torch.compile checked for its C++ compiler up front).
 
     device = resolve_device("auto")        # the current GPU (cuda:0; LOCAL_RANK's under torchrun), else cpu
     enable_tf32(device)                    # fp32 matmuls / convs on tensor cores (CUDA only)
@@ -11,7 +12,9 @@ name and what the machine has, not minutes later inside the first `.to()`.
 from __future__ import annotations
 
 import functools
+import os
 import re
+import shutil
 
 import torch
 from torch import nn
@@ -131,3 +134,19 @@ __all__ = [
     "resolve_device",
     "saved_in_channels_last",
 ]
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler torch.compile's inductor would build CPU code with (CXX, else g++ or clang++)."""
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")
+    return shutil.which(cxx) if cxx else None
+
+
+def compile_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """torch.compile (inductor) of `model`, checked up front: on the CPU inductor writes and builds
+    C++, so a machine without a compiler gets this message instead of one from deep in the first step."""
+    if device.type == "cpu":
+        if cxx_compiler() is None:
+            raise RuntimeError("train.compile=true on the CPU needs a C++ compiler for torch.compile's inductor "
+                               "backend (g++ or clang++ on PATH, or CXX); install one or set train.compile=false")
+    return torch.compile(model)
