@@ -13,7 +13,7 @@ from typing import Callable
 
 from vpe_lib.config.schema import AnalysisConfig, DataConfig, PredictConfig, PretrainConfig, RunConfig, SegConfig
 from vpe_lib.data.pushworld import PushWorldConfig
-from vpe_lib.models.tokenizer import TokenizerConfig
+from vpe_lib.models.tokenizer_config import TokenizerConfig
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig
 from vpe_lib.train.recipe import TrainConfig
 

@@ -15,7 +15,7 @@ from vpe_lib.data.pushworld import PushWorldConfig
 from vpe_lib.data.masking import MASKINGS
 from vpe_lib.models.encoders import ENCODERS
 from vpe_lib.models.heads import HEADS, MODES
-from vpe_lib.models.tokenizer import QUANTIZERS, TokenizerConfig
+from vpe_lib.models.tokenizer_config import QUANTIZERS, TokenizerConfig
 from vpe_lib.models.tokenizer_loss import TokenizerLossConfig
 from vpe_lib.models.transformer import PREDICTORS
 from vpe_lib.train.device import check_device_spec

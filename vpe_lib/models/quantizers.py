@@ -15,8 +15,8 @@ from vector_quantize_pytorch import FSQ, LFQ, VectorQuantize
 
 from vpe_lib.models.norms import group_norm
 
-if TYPE_CHECKING:  # the config lives with the model; only its type is needed here
-    from vpe_lib.models.tokenizer import TokenizerConfig
+if TYPE_CHECKING:  # only its type is needed here
+    from vpe_lib.models.tokenizer_config import TokenizerConfig
 
 
 def build_quantizer(cfg: TokenizerConfig) -> nn.Module:
