@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from vpe_lib.config import get_config  # noqa: E402
 from vpe_lib.report.build import provenance  # noqa: E402
 from vpe_lib.stages.common import stage_device, write_json  # noqa: E402
-from vpe_lib.stages.predict_stage import cached_tokens, fit_baselines  # noqa: E402
+from vpe_lib.eval.token_baselines import fit_baselines  # noqa: E402
+from vpe_lib.stages.predict_stage import cached_tokens  # noqa: E402
 from vpe_lib.stages.predictor_training import (  # noqa: E402
     future_bits,
     learning_curve,

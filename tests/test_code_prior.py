@@ -11,7 +11,7 @@ import torch
 
 from vpe_lib.models.code_prior import CodeTablePrior, TablePrior
 from vpe_lib.models.transformer import PREDICTORS, TransformerConfig, build_predictor, random_token_mask
-from vpe_lib.stages.predict_stage import (
+from vpe_lib.eval.token_baselines import (
     code_table,
     code_table_bits,
     fit_table_eps,

@@ -251,7 +251,7 @@ def test_stage_helpers_on_cuda(tmp_path):
 
     from vpe_lib.config import get_config as config
     from vpe_lib.models.transformer import TransformerConfig, build_predictor
-    from vpe_lib.stages.predict_stage import sample_futures
+    from vpe_lib.stages.frame_prediction import sample_futures
     from vpe_lib.stages.predictor_training import future_bits
     from vpe_lib.stages.pretrain_stage import evaluate_tokenizer, load_tokenizer
 

@@ -10,8 +10,9 @@ import torch
 from vpe_lib.config import ConfigError, get_config
 from vpe_lib.models.transformer import TransformerConfig, build_predictor
 from vpe_lib.stages.masking_study import budget_name, mask_overlay
-from vpe_lib.stages.predict_stage import (clip_starts, copy_token_bits, fit_copy_eps, frame_errors, moving_pixels,
-                                          psnr_db, squared_error, unigram_log_probs)
+from vpe_lib.eval.token_baselines import copy_token_bits, fit_copy_eps, unigram_log_probs
+from vpe_lib.stages.frame_prediction import frame_errors, moving_pixels, psnr_db, squared_error
+from vpe_lib.stages.predict_stage import clip_starts
 from vpe_lib.stages.predictor_training import TokenBatches, future_bits, load_predictor
 
 
@@ -138,7 +139,7 @@ def test_a_changed_tokenizer_or_recipe_trains_afresh(tmp_path):
 def test_code_table_learns_a_relabelling_that_copying_misses():
     """A tokenizer may code the same patch differently at another latent time index: the table
     baseline learns that mapping, plain copying cannot."""
-    from vpe_lib.stages.predict_stage import code_table, code_table_bits, fit_table_eps
+    from vpe_lib.eval.token_baselines import code_table, code_table_bits, fit_table_eps
 
     rng = np.random.default_rng(0)
     cond = rng.integers(0, 8, (300, 3, 3))

@@ -19,7 +19,8 @@ from vpe_lib.explore.predictions import (NoPredictionModels, PredictionData, Pre
 from vpe_lib.models.tokenizer import VQVAE3D  # noqa: E402
 from vpe_lib.models.transformer import TransformerConfig, build_predictor  # noqa: E402
 from vpe_lib.models.code_prior import TablePrior  # noqa: E402
-from vpe_lib.stages.predict_stage import code_table, code_table_bits, tokenize_clips, unigram_log_probs  # noqa: E402
+from vpe_lib.eval.token_baselines import code_table, code_table_bits, unigram_log_probs  # noqa: E402
+from vpe_lib.stages.predict_stage import tokenize_clips  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,8 @@ from vpe_lib.config import load_config
 from vpe_lib.data.samplers import from_unit_range
 from vpe_lib.models.transformer import ARVideoTransformer, MaskedVideoTransformer, build_predictor
 from vpe_lib.stages.common import require
-from vpe_lib.stages.predict_stage import cached_tokens, code_table_bits, fit_baselines, stage_videos
+from vpe_lib.eval.token_baselines import code_table_bits, fit_baselines
+from vpe_lib.stages.predict_stage import cached_tokens, stage_videos
 from vpe_lib.stages.predictor_training import load_predictor, predictor_folder
 from vpe_lib.stages.pretrain_stage import load_tokenizer
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 @dataclass(frozen=True)
 class TablePrior:
-    """The code-table baseline's numbers (vpe_lib.stages.predict_stage.fit_baselines): counts (K, K) on
+    """The code-table baseline's numbers (vpe_lib.eval.token_baselines.fit_baselines): counts (K, K) on
     training clips, the unigram log-probs and the mixing weight fitted on validation clips. A
     `table_prior` model is built on exactly these (CodeTablePrior.fit)."""
 
@@ -53,7 +53,7 @@ class CodeTablePrior(nn.Module):
 
     @torch.no_grad()
     def fit(self, counts, unigram_logp, eps: float) -> "CodeTablePrior":
-        """Set the table from the baseline's own numbers (`predict_stage.code_table`, its unigram and
+        """Set the table from the baseline's own numbers (`vpe_lib.eval.token_baselines.code_table`, its unigram and
         fitted mixing weight), so the prior is exactly the baseline the model is judged against."""
         K = self.codebook_size
         counts, unigram_logp = torch.as_tensor(counts, dtype=torch.float32), torch.as_tensor(unigram_logp, dtype=torch.float32)

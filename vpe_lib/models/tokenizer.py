@@ -354,6 +354,8 @@ def count_params(module: nn.Module) -> int:
 
 
 __all__ = [
+    "QUANTIZERS",
+    "RESAMPLE",
     "TokenizerConfig",
     "TokenizerOutput",
     "VQVAE3D",

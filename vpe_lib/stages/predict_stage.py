@@ -18,6 +18,7 @@ Two frame-conditioned transformers (MAGVIT COMMIT masked, VideoGPT-style autoreg
      moving pixels, against copying the condition frame in pixels, copying it in token space, and the
      tokenizer's reconstruction of the true future (the ceiling).
 
+The non-learned baselines are `vpe_lib.eval.token_baselines`, the pixel judgement `frame_prediction.py`.
 The masking study (the same masked model pretrained with other masks) is `masking_study.py`; both train
 through `predictor_training.py`.
 """
@@ -37,20 +38,21 @@ from einops import rearrange, repeat
 from vpe_lib.config import RunConfig
 from vpe_lib.atomic import atomic_open
 from vpe_lib.data.errors import DataError
-from vpe_lib.data.motion import moving_tokens, remove_camera_motion
+from vpe_lib.data.motion import moving_tokens
 from vpe_lib.data.prediction_videos import (MOTION_KINDS, PredictionVideos, PushWorldVideos,
                                             davis_prediction_videos, video_prediction_videos)
 from vpe_lib.data.seg_sources import parse_source
-from vpe_lib.data.samplers import from_unit_range, to_unit_range
+from vpe_lib.data.samplers import to_unit_range
 from vpe_lib.data.store import PushWorldStore
-from vpe_lib.eval.metrics import ssim
 from vpe_lib.models.code_prior import TablePrior
 from vpe_lib.models.tokenizer import VQVAE3D
-from vpe_lib.models.transformer import ARVideoTransformer, TransformerConfig
+from vpe_lib.models.transformer import TransformerConfig
+from vpe_lib.eval.token_baselines import fit_baselines
 from vpe_lib.stages.common import require, stage_device, write_json, write_metrics
 from vpe_lib.stages.pretrain_stage import load_tokenizer, loader_settings
+from vpe_lib.stages.frame_prediction import frame_prediction
 from vpe_lib.stages.masking_study import run_masking_study
-from vpe_lib.stages.predictor_training import LN2, future_bits, run_folder, train_predictor, transformer_config
+from vpe_lib.stages.predictor_training import future_bits, run_folder, train_predictor, transformer_config
 from vpe_lib.stages.seg_protocol import file_digest, run_key
 from vpe_lib.train.device import module_device
 from vpe_lib.train.distributed import barrier, is_main_process
@@ -155,88 +157,6 @@ def cached_tokens(cfg: RunConfig, run_dir: Path, out: Path, tokenizer: VQVAE3D, 
 # training
 
 
-# ---------------------------------------------------------------------------
-# likelihood
-
-
-def unigram_log_probs(codes: np.ndarray, codebook_size: int) -> np.ndarray:
-    """log p(code) of the training futures' code frequencies, add-one smoothed (no zero probability)."""
-    counts = np.bincount(codes.ravel().astype(np.int64), minlength=codebook_size).astype(np.float64) + 1.0
-    return np.log(counts / counts.sum())
-
-
-def copy_token_bits(future: np.ndarray, cond_frame: np.ndarray, unigram: np.ndarray, eps: float) -> np.ndarray:
-    """Bits per token of p = (1 - eps) * [x = the condition token at the same place] + eps * unigram."""
-    same = (future == cond_frame[:, None]).astype(np.float64)
-    p = (1 - eps) * same + eps * np.exp(unigram[future.astype(np.int64)])
-    return -np.log2(p)
-
-
-def best_mixing_weight(bits_of) -> float:
-    """The mixing weight eps minimising bits_of(eps) (mean bits per token), on a fine grid in log
-    space: one dimension, convex enough."""
-    grid = np.logspace(-4, 0, 161)[:-1]
-    return float(grid[int(np.argmin([bits_of(e) for e in grid]))])
-
-
-def fit_copy_eps(future: np.ndarray, cond_frame: np.ndarray, unigram: np.ndarray) -> float:
-    """The copy baseline's mixing weight, minimising training bits per token."""
-    return best_mixing_weight(lambda e: copy_token_bits(future, cond_frame, unigram, e).mean())
-
-
-def code_table(future: np.ndarray, cond_frame: np.ndarray, codebook_size: int) -> np.ndarray:
-    """Counts (K, K) of (condition code, future code) at the same place, over every horizon: the
-    token-space "copy" generalised to a lookup table. A tokenizer need not give a static patch the
-    same code at every latent time index (a non-causal one pads its first and last frames
-    differently), so plain copying can fail where this table does not."""
-    c = np.broadcast_to(cond_frame[:, None], future.shape).ravel().astype(np.int64)
-    counts = np.zeros((codebook_size, codebook_size))
-    np.add.at(counts, (c, future.ravel().astype(np.int64)), 1.0)
-    return counts
-
-
-def code_table_bits(future: np.ndarray, cond_frame: np.ndarray, counts: np.ndarray, unigram: np.ndarray,
-                    eps: float) -> np.ndarray:
-    """Bits per token of p = (1 - eps) * table[c](x) + eps * unigram(x); a condition code never seen
-    in training leaves only the unigram."""
-    c = np.broadcast_to(cond_frame[:, None], future.shape).astype(np.int64)
-    x = future.astype(np.int64)
-    rows = counts.sum(1)
-    seen = rows[c] > 0
-    table = np.where(seen, counts[c, x] / np.maximum(rows[c], 1), 0.0)
-    p = np.where(seen, (1 - eps) * table + eps * np.exp(unigram[x]), np.exp(unigram[x]))
-    return -np.log2(p)
-
-
-def fit_table_eps(future: np.ndarray, cond_frame: np.ndarray, counts: np.ndarray, unigram: np.ndarray) -> float:
-    """The table's mixing weight, fitted on held-out (validation) clips: on its own training clips a
-    count table always looks better than it is."""
-    return best_mixing_weight(lambda e: code_table_bits(future, cond_frame, counts, unigram, e).mean())
-
-
-def fit_baselines(tokens: dict, K: int, cf: int) -> tuple[dict[str, np.ndarray], TablePrior, dict[str, float]]:
-    """The three non-learned baselines: their test bits per future token, the code table as a prior,
-    and their metrics (mixing weights; validation bits, the lines the validation curves must cross).
-    Unigram of the training futures; copying the condition token (mixing weight fitted on training
-    clips); the code table (counted on training clips, its mixing weight fitted on validation clips)."""
-    train_future, train_cond = tokens["train"]["codes"][:, cf:], tokens["train"]["cond"][:, 0]
-    unigram = unigram_log_probs(train_future, K)
-    eps = fit_copy_eps(train_future, train_cond, unigram)
-    counts = code_table(train_future, train_cond, K)
-    val_future, val_cond = tokens["val"]["codes"][:, cf:], tokens["val"]["cond"][:, 0]
-    eps_table = fit_table_eps(val_future, val_cond, counts, unigram)
-    test_future, test_cond = tokens["test"]["codes"][:, cf:], tokens["test"]["cond"][:, 0]
-    bits = {"unigram": -unigram[test_future.astype(np.int64)] / LN2,
-            "copy_tokens": copy_token_bits(test_future, test_cond, unigram, eps),
-            "code_table": code_table_bits(test_future, test_cond, counts, unigram, eps_table)}
-    metrics = {"predict/copy_tokens/mixing_weight": eps, "predict/code_table/mixing_weight": eps_table,
-               "predict/unigram/val_bits_per_token": float((-unigram[val_future.astype(np.int64)] / LN2).mean()),
-               "predict/copy_tokens/val_bits_per_token": float(copy_token_bits(val_future, val_cond, unigram, eps).mean()),
-               "predict/code_table/val_bits_per_token": float(
-                   code_table_bits(val_future, val_cond, counts, unigram, eps_table).mean())}
-    return bits, TablePrior(counts, unigram, eps_table), metrics
-
-
 def train_stage_predictor(cfg: RunConfig, kind: str, tcfg: TransformerConfig, tokens: dict, tokens_key: str,
                           out: Path, prior: TablePrior, *, device, progress: bool, seed: int | None = None):
     """One of the stage's predictors with the profile's recipe, in its keyed folder under out/<kind>/ ->
@@ -293,114 +213,6 @@ def static_token_metrics(bits: dict[str, np.ndarray], test: dict, videos: Predic
             m[f"predict/{name}/static_bits_per_token"] = float(b[static].mean())
         if (~static).any():
             m[f"predict/{name}/moving_bits_per_token"] = float(b[~static].mean())
-    return m
-
-
-# ---------------------------------------------------------------------------
-# frame prediction
-
-
-def moving_pixels(flow: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """(T, H, W) bool: pixels that have moved since frame 0 (ground-truth flow, the camera's median
-    motion removed): frame k is marked where any step j < k moved by more than `threshold` px."""
-    return moved_since_first(np.linalg.norm(remove_camera_motion(flow), axis=-1) > threshold)
-
-
-def moved_since_first(step: np.ndarray) -> np.ndarray:
-    """(T, H, W) bool from per-step motion `step` (step j: from frame j to j + 1): frame k is marked
-    where any step j < k moved."""
-    moved = np.zeros(step.shape, bool)
-    moved[1:] = np.logical_or.accumulate(step[:-1], axis=0)
-    return moved
-
-
-def psnr_db(mse: float) -> float:
-    return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
-
-def squared_error(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Per-pixel squared error averaged over colour: (N, T, H, W) from (N, T, H, W, 3) uint8."""
-    return ((pred.astype(np.float64) - true.astype(np.float64)) ** 2).mean(-1)
-
-
-def frame_errors(sq: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame index: MSE over all pixels and over moving pixels (summed error, counted pixels),
-    pooled over clips. sq = `squared_error` (N, T, H, W), moving (N, T, H, W)."""
-    whole = sq.mean(axis=(0, 2, 3))
-    n_moving = moving.sum(axis=(0, 2, 3))
-    moving_mse = np.where(n_moving > 0, (sq * moving).sum(axis=(0, 2, 3)) / np.maximum(n_moving, 1), np.nan)
-    return whole, moving_mse
-
-
-@torch.no_grad()
-def decode(tokenizer: VQVAE3D, codes: torch.Tensor) -> np.ndarray:
-    """codes (b t h w, any device) -> frames (b T H W 3) uint8, decoded on the tokenizer's device."""
-    frames = from_unit_range(tokenizer.decode_codes(codes.to(module_device(tokenizer))))  # a numpy array
-    return rearrange(frames, "b c t h w -> b t h w c")
-
-
-@torch.no_grad()
-def sample_futures(model, cond: torch.Tensor, p, seed: int) -> torch.Tensor:
-    """Sampled future codes (on the CPU) for condition codes, on the model's device. The generator
-    stays on the CPU: the transformers draw their noise there and move it (the same seed, the same noise)."""
-    g = torch.Generator().manual_seed(seed)
-    cond = cond.to(module_device(model))
-    if isinstance(model, ARVideoTransformer):
-        return model.generate(cond, temperature=p.temperature, generator=g).cpu()
-    return model.generate(cond, steps=p.maskgit_steps, temperature=p.temperature, generator=g).cpu()
-
-
-def frame_prediction(cfg: RunConfig, tokenizer: VQVAE3D, models: dict, tokens: dict, videos: PredictionVideos,
-                     out: Path) -> dict[str, float]:
-    """PSNR / SSIM per predicted frame on `n_sample_clips` test clips, whole frame and moving pixels,
-    for each model and the three references; filmstrips of several samples from the same frame."""
-    p = cfg.predict
-    n = min(p.n_sample_clips, len(tokens["codes"]))
-    pick = np.linspace(0, len(tokens["codes"]) - 1, n).round().astype(int)
-    codes = torch.from_numpy(tokens["codes"][pick].astype(np.int64))
-    cond = torch.from_numpy(tokens["cond"][pick].astype(np.int64))
-    vids, starts = tokens["video"][pick], tokens["start"][pick]
-    true = np.stack([videos.frames(int(v), slice(int(s), int(s) + p.clip_frames)) for v, s in zip(vids, starts)])
-    moving = np.stack([moved_since_first(videos.moving_steps(int(v), slice(int(s), int(s) + p.clip_frames)))
-                       for v, s in zip(vids, starts)])
-    t_lat = codes.shape[1]
-    tf = tokenizer.cfg.temporal_factor
-    # the first frame that no condition latent frame covers: what is predicted, not given
-    first = 1 + (p.cond_frames - 1) * tf if tokenizer.cfg.causal else p.cond_frames * tf
-    preds = {
-        "copy_pixels": np.repeat(true[:, :1], p.clip_frames, axis=1),
-        "copy_tokens": decode(tokenizer, cond[:, :1].expand(-1, t_lat, -1, -1)),
-        "ceiling": decode(tokenizer, codes),
-    }
-    samples = {}
-    n_show = min(3, n)  # clips in the filmstrips
-    for kind, model in models.items():
-        futures = sample_futures(model, cond, p, seed=0)
-        preds[kind] = decode(tokenizer, futures)
-        shown = cond[:n_show].repeat_interleave(p.n_shown_samples, 0)
-        samples[kind] = decode(tokenizer, sample_futures(model, shown, p, seed=1)).reshape(
-            n_show, p.n_shown_samples, *preds[kind].shape[1:])
-    if is_main_process():
-        np.savez_compressed(out / "samples.npz", true=true[:n_show], **{f"sample_{k}": v for k, v in samples.items()},
-                            **{f"ref_{k}": preds[k][:n_show] for k in ("copy_pixels", "copy_tokens", "ceiling")})
-    m: dict[str, float] = {"predict/first_predicted_frame": first, "predict/n_sample_clips": n,
-                           "predict/moving_pixel_fraction": float(moving[:, first:].mean())}
-    per_frame = {}
-    for name, pred in preds.items():
-        sq, mov_mask = squared_error(pred[:, first:], true[:, first:]), moving[:, first:]
-        whole, mov = frame_errors(sq, mov_mask)
-        m[f"predict/{name}/psnr_db"] = psnr_db(float(sq.mean()))
-        m[f"predict/{name}/psnr_db_moving"] = psnr_db(float(sq[mov_mask].mean())) if mov_mask.any() else float("nan")
-        # the pixels that truly stayed put: a sample should be as good there as copying the tokens (the gate)
-        m[f"predict/{name}/psnr_db_static"] = psnr_db(float(sq[~mov_mask].mean())) if (~mov_mask).any() else float("nan")
-        as_images = lambda v: to_unit_range(v[:, first:]).flatten(0, 1).permute(0, 3, 1, 2)  # noqa: E731
-        m[f"predict/{name}/ssim"] = ssim(as_images(pred), as_images(true))
-        per_frame[name] = {"psnr_db": [psnr_db(e) for e in whole], "psnr_db_moving": [psnr_db(e) if e == e else None for e in mov]}
-        for j, (e, em) in enumerate(zip(whole, mov)):
-            m[f"predict/{name}/frame{first + j}/psnr_db"] = psnr_db(e)
-            m[f"predict/{name}/frame{first + j}/psnr_db_moving"] = psnr_db(em) if em == em else float("nan")
-    if is_main_process():
-        write_json(out / "per_frame_psnr.json", {"first_predicted_frame": first, "frames": per_frame})
     return m
 
 
