@@ -71,3 +71,32 @@ def test_the_learning_curves_and_the_samples_row():
     s = {"true": clip, "ref_ceiling": clip, "ref_copy_tokens": clip, "sample_masked": np.zeros((2, 2, 4, 8, 8, 3), np.uint8)}
     vids, titles = page.sample_rows(s, ["masked"], 1)
     assert titles == ["true", "ceiling", "copy tokens", "masked #0", "masked #1"] and len(vids) == 5
+
+
+def test_the_page_blocks_join_their_parts_and_the_strips_and_mgm_figure_show_every_row():
+    m = _metrics()
+    recipe = SimpleNamespace(models=("masked", "ar"), train=SimpleNamespace(steps=400, batch_size=8), dim=96, depth=3,
+                             table_prior=False, cond_input=False)
+    block = page.gate_markdown(m, recipe)
+    assert block.index("| code_table |") < block.index("passes its gate") < block.index("Recipe:")
+    assert "\n\nNone" not in block  # the static / moving table is left out where there is no motion truth
+    videos = {"train": {"name": "DAVIS", "videos": 3, "motion": "frame difference"},
+              "test": {"name": "DAVIS", "videos": 1, "motion": "frame difference"}}
+    assert page.videos_markdown(videos) == ("**Videos:** train: DAVIS, 3 videos; test: DAVIS, 1 videos. "
+                                            "Where things move: frame difference.")
+    assert "coco:x" in page.skipped_markdown("coco:x")
+    m.update({"mv/extract_ms_per_frame": 1.0, "mv/block_matching_ms_per_frame": 3.0, "mv/block_matching_over_codec": 3.0,
+              "masking/mgm/moving_recall": 0.5, "masking/mgm/moving_precision": 0.4,
+              "masking/mgm/moving_visible_moving": 0.1})
+    notes = page.masking_notes(m, ["mgm"])
+    assert "| mgm | 0.500 | 0.400 | 0.100 |" in notes and "3.0x" in notes
+    clip = np.zeros((2, 4, 8, 8, 3), np.uint8)
+    samples = {"true": clip, "ref_ceiling": clip, "ref_copy_tokens": clip, "sample_masked": np.zeros((2, 3, 4, 8, 8, 3), np.uint8)}
+    strips = list(page.sample_strips(samples, ["masked"]))
+    assert len(strips) == 2 and all(gif.startswith("<") and len(fig.axes) == 6 * 4 for gif, fig in strips)
+    plt.close("all")
+    d = {"frames": np.zeros((3, 8, 8, 3), np.uint8), "field": np.zeros((3, 8, 8, 2), np.float32),
+         "overlay": np.zeros((3, 8, 8, 3), np.uint8)}
+    fig = page.mgm_figure("clip", d)
+    assert len(fig.axes) == 9 and fig._suptitle.get_text() == "clip"
+    plt.close(fig)

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from vpe_lib.figures.plots import flow_to_rgb, gif_html, hstack_videos, image_grid
 from vpe_lib.figures.tables import mean_std
 
 BASELINES = ("unigram", "copy_tokens", "code_table")
@@ -185,3 +186,43 @@ def motion_cost_line(metrics: Mapping[str, float]) -> str:
     return (f"**Cost of the motion:** codec vectors {metrics['mv/extract_ms_per_frame']:.2f} ms per frame (encode + decode "
             f"with exported vectors), block matching {metrics['mv/block_matching_ms_per_frame']:.2f} ms per frame: "
             f"{metrics['mv/block_matching_over_codec']:.1f}x. On a video that is already compressed only the decode is paid.")
+
+
+def videos_markdown(videos: Mapping[str, Mapping[str, Any]]) -> str:
+    """The clip source of each split (the stage's videos.json) and what 'moving' means on it."""
+    return ("**Videos:** " + "; ".join(f"{split}: {v['name']}, {v['videos']} videos" for split, v in videos.items())
+            + f". Where things move: {videos['test']['motion']}.")
+
+
+def skipped_markdown(source: str) -> str:
+    return f"**Skipped:** `data.source={source}` holds still images: there is no video to predict."
+
+
+def gate_markdown(metrics: Mapping[str, float], p: Any) -> str:
+    """The likelihood section in one block: bits per token against the baselines, the gate's verdicts, the
+    recipe, where the models know more than the table (static vs moving tokens) and plain copying's ceiling."""
+    parts = [bits_table(metrics, p.models), "\n".join(gate_lines(metrics, p.models)), recipe_line(p),
+             static_moving_table(metrics, p.models), exact_share_line(metrics)]
+    return "\n\n".join(part for part in parts if part)
+
+
+def sample_strips(samples: Mapping[str, np.ndarray], models: Sequence[str]):
+    """Per shown test clip: (an animated GIF of the true clip, the ceiling, copying and each model's samples
+    side by side, as HTML; the same frames as a still grid)."""
+    for i in range(len(samples["true"])):
+        vids, titles = sample_rows(samples, models, i)
+        gif = gif_html(hstack_videos(*vids), scale=2, fps=4, title=f"clip {i}: " + " | ".join(titles))
+        yield gif, image_grid([list(v) for v in vids], row_titles=titles, size=0.9)
+
+
+def masking_notes(metrics: Mapping[str, float], strategies: Sequence[str]) -> str:
+    """How well each mask covers what moves, and what the codec's motion costs against block matching."""
+    return masking_recall_table(metrics, strategies) + "\n\n" + motion_cost_line(metrics)
+
+
+def mgm_figure(title: str, d: Mapping[str, np.ndarray]):
+    """A clip's frames, the codec's motion and the MGM mask drawn from it (`masking_study.mgm_figure_data`)."""
+    fig = image_grid([list(d["frames"]), [flow_to_rgb(f) for f in d["field"]], list(d["overlay"])],
+                     row_titles=["frame", "codec motion", "MGM mask"], size=1.2)
+    fig.suptitle(title, y=1.02)
+    return fig
