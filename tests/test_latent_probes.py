@@ -302,7 +302,7 @@ def test_probe_rows_table_and_interval_plot():
 
     matplotlib.use("Agg")
     from vpe_lib.figures import plots
-    from vpe_lib.stages.latents_stage import interval_markdown, probe_rows
+    from vpe_lib.figures.latents_page import interval_markdown, probe_rows
 
     m = {"latents/fg_auroc/tokenizer": 0.8, "latents/fg_auroc/tokenizer_ci_low": 0.75,
          "latents/fg_auroc/tokenizer_ci_high": 0.85, "latents/fg_auroc/random_tokenizer": 0.7,

@@ -34,3 +34,29 @@ def test_figures_draw_every_encoder_and_class():
     fig = page.embedding_figure(z, ["background", "arm", "object"], "umap")
     assert fig.axes[0].get_title() == "pretrained encoder (UMAP)" and len(fig.axes[0].collections) == 3
     plt.close(fig)
+
+
+def _probe_metrics():
+    m = {"latents/fate_frames": 4.0, "latents/common_fate_prevalence": 0.25, "latents/fg_prevalence": 0.2,
+         "latents/fg_accuracy/majority_class": 0.8, "latents/umap_wall_s": 3.25}
+    for key, (enc, v) in [(k, e) for k in ("motion_r2", "speed_r2", "mv_r2", "common_fate_auroc", "fg_auroc",
+                                          "fg_balanced_acc") for e in (("tokenizer", 0.6), ("random_tokenizer", 0.5))]:
+        m[f"latents/{key}/{enc}"], m[f"latents/{key}/{enc}_ci_low"], m[f"latents/{key}/{enc}_ci_high"] = v, v - 0.1, v + 0.1
+    return m
+
+
+def test_the_page_sections_give_a_table_and_a_figure_from_the_stage_metrics():
+    m = _probe_metrics()
+    rows = page.probe_rows(m)
+    assert [r["encoder"] for r in rows] == ["tokenizer", "random_tokenizer"]
+    md, fig = page.motion_section(rows, "codec")
+    assert "flow (dx, dy) R²" in md and len(fig.axes) == 3 and "(codec)" in fig.axes[2].get_title()
+    md, fig = page.fate_section(rows, m)
+    assert md.startswith("k = 4 frames; 25.0% of test tokens") and "moves within 4 frames" in fig.axes[0].get_title()
+    md, fig = page.foreground_section(rows, m)
+    assert "always answering *background* is 80.0% accurate" in md and "| *majority class* | 0.500 | 0.500 |" in md
+    assert len(fig.axes) == 2
+    plt.close("all")
+    assert "No pretrained encoder" in page.twin_differences_markdown([])
+    assert page.embedding_time_line(m).startswith("Embedding time: 3.2 s")
+    assert page.hover_html({}, ["background"]) is None  # the stage embedded nothing: no hover figure

@@ -30,6 +30,10 @@ from vpe_lib.eval.video_bootstrap import (Estimate, Score, _with_interval, auroc
 from vpe_lib.train.device import module_device
 
 
+# the probes' metric names, as the latent stage writes them: latents/<metric>/<encoder>
+PROBE_METRICS = ("motion_r2", "speed_r2", "mv_r2", "common_fate_auroc", "fg_auroc", "fg_balanced_acc", "code_purity")
+
+
 # ---------------------------------------------------------------------------- probes
 
 

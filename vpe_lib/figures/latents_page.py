@@ -1,6 +1,6 @@
 """The figures and tables of the latent-analysis page (notebook 04), from the latent stage's metrics and
-`latents.npz`. The probe rows and their interval tables come from the stage (`probe_rows`,
-`interval_markdown`); this module draws and lays them out."""
+`latents.npz`. The probe rows (`probe_rows`: one per encoder, each metric a value and its
+95% interval) and their tables are built here from the stage's flat metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from typing import Any, Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from vpe_lib.eval.latent_probes import PROBE_METRICS
 from vpe_lib.figures import plots
+from vpe_lib.figures.hover_umap import hover_embedding_html
+from vpe_lib.models.encoders import ENCODERS
 
 MOTION_PROBES = ("motion_r2", "speed_r2", "mv_r2")
 FOREGROUND_PROBES = ("fg_auroc", "fg_balanced_acc")
@@ -85,3 +88,94 @@ def embedding_figure(z: Mapping[str, np.ndarray], class_names: Sequence[str], me
     axes[0].legend(markerscale=3, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+METRIC_LABELS = {
+    "motion_r2": "flow (dx, dy) R²", "speed_r2": "speed R²", "mv_r2": "codec MV speed R²",
+    "common_fate_auroc": "moves soon: AUROC", "fg_auroc": "foreground AUROC",
+    "fg_balanced_acc": "foreground bal. acc.", "code_purity": "code purity",
+}
+
+
+def probe_rows(m: dict[str, float], *, diff: bool = False) -> list[dict]:
+    """One row per encoder with probe metrics in the flat metrics `m` (ENCODERS' order), each metric a
+    (value, ci_low, ci_high) triple or None; `diff`: the paired differences from the random twin."""
+    head = "latents/diff_vs_random" if diff else "latents"
+    rows = []
+    for enc in ENCODERS:
+        row = {"encoder": enc}
+        for key in PROBE_METRICS:
+            k = f"{head}/{key}/{enc}"
+            row[key] = (m[k], m.get(f"{k}_ci_low"), m.get(f"{k}_ci_high")) if m.get(k) is not None else None
+        if any(row[key] is not None for key in PROBE_METRICS):
+            rows.append(row)
+    return rows
+
+
+def _cell(v, digits: int) -> str:
+    if v is None:
+        return "—"
+    value, lo, hi = (float("nan") if x is None else x for x in v)
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def interval_markdown(rows: list[dict], metrics=PROBE_METRICS, *, digits: int = 3, extra: dict | None = None) -> str:
+    """A markdown table of `probe_rows`: value [95% interval] per metric; `extra` adds rows of plain
+    reference values (e.g. {"majority class": {"fg_balanced_acc": 0.5}})."""
+    metrics = [k for k in metrics if any(r[k] is not None for r in rows)]
+    lines = ["| features | " + " | ".join(METRIC_LABELS.get(k, k) for k in metrics) + " |",
+             "|---" * (len(metrics) + 1) + "|"]
+    lines += [f"| `{r['encoder']}` | " + " | ".join(_cell(r[k], digits) for k in metrics) + " |" for r in rows]
+    for name, vals in (extra or {}).items():
+        lines.append(f"| *{name}* | " + " | ".join(f"{vals[k]:.{digits}f}" if k in vals else "" for k in metrics)
+                     + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- the page's sections
+
+
+def motion_section(rows: list[dict], motion_source: str):
+    """(markdown, figure): the motion probes' table and dots (held-out R², 0 = knows nothing)."""
+    fig = interval_panels(rows, MOTION_PROBES, ("true flow (dx, dy) to the next frame", "true speed",
+                          f"codec motion-vector speed ({motion_source})"), reference=0.0, xlabel="held-out R²")
+    return interval_markdown(rows, MOTION_PROBES), fig
+
+
+def fate_section(rows: list[dict], metrics: Mapping[str, float]):
+    """(markdown, figure): the common-fate probe (does a token move within k frames?) by AUROC."""
+    k = int(metrics["latents/fate_frames"])
+    md = (f"k = {k} frames; {metrics['latents/common_fate_prevalence']:.1%} of test tokens move within them.\n\n"
+          + interval_markdown(rows, ("common_fate_auroc",)))
+    ax = plots.interval_dots(rows, "common_fate_auroc", title=f"moves within {k} frames: AUROC", reference=0.5)
+    ax.set_xlabel("AUROC on test videos")
+    return md, ax.figure
+
+
+def foreground_section(rows: list[dict], metrics: Mapping[str, float]):
+    """(markdown, figure): the foreground probe against always answering *background*."""
+    md = (f"{metrics['latents/fg_prevalence']:.1%} of test tokens are foreground: always answering *background* is "
+          f"{metrics['latents/fg_accuracy/majority_class']:.1%} accurate.\n\n"
+          + interval_markdown(rows, FOREGROUND_PROBES, extra={"majority class": {"fg_auroc": 0.5, "fg_balanced_acc": 0.5}}))
+    fig = interval_panels(rows, FOREGROUND_PROBES, [METRIC_LABELS[k] for k in FOREGROUND_PROBES], reference=0.5, width=9)
+    return md, fig
+
+
+def twin_differences_markdown(diffs: list[dict]) -> str:
+    """Each pretrained encoder minus its random twin, paired over the same test videos."""
+    return interval_markdown(diffs) if diffs else "*No pretrained encoder has its random twin in this run.*"
+
+
+def embedding_time_line(metrics: Mapping[str, float]) -> str:
+    return (f"Embedding time: {metrics['latents/umap_wall_s']:.1f} s (UMAP compiles itself with numba in every new "
+            "process).")
+
+
+def hover_html(z: Mapping[str, np.ndarray], class_names: Sequence[str]) -> str | None:
+    """The embedding of the pretrained and random tokenizers' tokens with each token's neighbourhood shown on
+    hover (`vpe_lib.figures.hover_umap`); None when the stage embedded neither."""
+    shown = {k: z[f"embedding_{k}"] for k in ("pretrained", "random") if f"embedding_{k}" in z}
+    if not shown or "token_context" not in z:
+        return None
+    return hover_embedding_html(shown, {k: z[f"majority_{k}"] for k in shown}, z["token_context"], class_names,
+                                plots.PALETTE, fg_fraction={k: z[f"fg_fraction_{k}"] for k in shown})

@@ -130,7 +130,7 @@ def rate_distortion(reference: dict, points: dict[str, tuple[float, float, float
 
 
 def interval_dots(rows: list[dict], metric: str, *, ax=None, title: str = "", reference: float | None = None):
-    """One dot per row (`vpe_lib.stages.latents_stage.probe_rows`) with its 95% interval as a bar;
+    """One dot per row (`vpe_lib.figures.latents_page.probe_rows`) with its 95% interval as a bar;
     `reference`: a dashed line at the chance / no-information value."""
     rows = [r for r in rows if r.get(metric) is not None]
     if ax is None:

@@ -36,6 +36,7 @@ from vpe_lib.data.pushworld import CLASS_NAMES
 from vpe_lib.data.samplers import ClipBatches, to_unit_range
 from vpe_lib.data.store import PushWorldStore
 from vpe_lib.eval import latent_probes as lp
+from vpe_lib.eval.latent_probes import PROBE_METRICS
 from vpe_lib.figures.plots import context_patch, patch_at
 from vpe_lib.eval.probes import flatten_tokens
 from vpe_lib.models.encoders import (PREDICTOR_ENCODERS, ImageEncoder, PixelEncoder, PredictorEncoder,
@@ -170,7 +171,6 @@ class SharedCodes:
 
 # the encoders with a random-weight twin: their paired differences get intervals
 PAIRS = (("tokenizer", "random_tokenizer"), ("masked", "random_masked"), ("ar", "random_ar"))
-PROBE_METRICS = ("motion_r2", "speed_r2", "mv_r2", "common_fate_auroc", "fg_auroc", "fg_balanced_acc", "code_purity")
 
 
 def _put(metrics: dict, key: str, score: lp.Score) -> None:
@@ -315,49 +315,3 @@ def run_latents_stage(cfg: RunConfig, run_dir: Path, out: Path, *, log: Callable
     np.savez_compressed(out / "latents.npz", **arrays)
     write_metrics(out, metrics)
     return metrics
-
-
-# ---------------------------------------------------------------------------- tables (notebook, report)
-
-METRIC_LABELS = {
-    "motion_r2": "flow (dx, dy) R²", "speed_r2": "speed R²", "mv_r2": "codec MV speed R²",
-    "common_fate_auroc": "moves soon: AUROC", "fg_auroc": "foreground AUROC",
-    "fg_balanced_acc": "foreground bal. acc.", "code_purity": "code purity",
-}
-
-
-def probe_rows(m: dict[str, float], *, diff: bool = False) -> list[dict]:
-    """One row per encoder with probe metrics in the flat metrics `m` (ENCODERS' order), each metric a
-    (value, ci_low, ci_high) triple or None; `diff`: the paired differences from the random twin."""
-    from vpe_lib.models.encoders import ENCODERS
-
-    head = "latents/diff_vs_random" if diff else "latents"
-    rows = []
-    for enc in ENCODERS:
-        row = {"encoder": enc}
-        for key in PROBE_METRICS:
-            k = f"{head}/{key}/{enc}"
-            row[key] = (m[k], m.get(f"{k}_ci_low"), m.get(f"{k}_ci_high")) if m.get(k) is not None else None
-        if any(row[key] is not None for key in PROBE_METRICS):
-            rows.append(row)
-    return rows
-
-
-def _cell(v, digits: int) -> str:
-    if v is None:
-        return "—"
-    value, lo, hi = (float("nan") if x is None else x for x in v)
-    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def interval_markdown(rows: list[dict], metrics=PROBE_METRICS, *, digits: int = 3, extra: dict | None = None) -> str:
-    """A markdown table of `probe_rows`: value [95% interval] per metric; `extra` adds rows of plain
-    reference values (e.g. {"majority class": {"fg_balanced_acc": 0.5}})."""
-    metrics = [k for k in metrics if any(r[k] is not None for r in rows)]
-    lines = ["| features | " + " | ".join(METRIC_LABELS.get(k, k) for k in metrics) + " |",
-             "|---" * (len(metrics) + 1) + "|"]
-    lines += [f"| `{r['encoder']}` | " + " | ".join(_cell(r[k], digits) for k in metrics) + " |" for r in rows]
-    for name, vals in (extra or {}).items():
-        lines.append(f"| *{name}* | " + " | ".join(f"{vals[k]:.{digits}f}" if k in vals else "" for k in metrics)
-                     + " |")
-    return "\n".join(lines)
