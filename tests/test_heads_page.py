@@ -39,3 +39,33 @@ def test_baselines_lr_search_and_skipped_files():
     assert lines[0].startswith("**1 input files were skipped**") and "`a.png`: unreadable" in lines[0]
     assert lines[1] == "**Not run on this source:** masked: no video."
     assert page.skipped_lines({"skipped": []}) == []
+
+
+def test_the_score_figure_and_sections_follow_the_source():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    row = {"fg_iou": 0.5, "fg_iou_objects": 0.4}
+    per_seed = {"unet": {"labels100": [row, row]}, "tokenizer/conv/frozen": {"labels100": [row]},
+                "tokenizer/conv/frozen/level0": {"labels100": [row]}}
+    assert page.main_methods(per_seed) == ["unet", "tokenizer/conv/frozen"]
+    fig = page.score_figure(per_seed, "seg")
+    assert [ax.get_title() for ax in fig.axes] == ["objects + arm", "objects only"]
+    fig = page.score_figure(per_seed, "seg/davis")  # DAVIS / COCO: no arm, no second panel
+    assert [ax.get_title() for ax in fig.axes] == ["foreground (every labelled object)"]
+    plt.close("all")
+    assert "No convergence check" in page.convergence_markdown(None, [])
+    assert page.bullets(["a", "b"]) == "- a\n- b"
+
+    class Npz(dict):
+        files = property(lambda self: list(self))
+    preds = Npz(frames=np.zeros(1), truth=np.zeros(1), unet=np.ones(1), tokenizer__conv__frozen=np.ones(1),
+                tokenizer__conv__frozen__level0=np.ones(1))
+    assert list(page.shown_predictions(preds)) == ["unet", "tokenizer/conv/frozen"]
+    block = page.protocol_markdown({"all background": {"fg_iou": 0.0}}, {"unet": {"labels100": {"0.003": 0.5}}},
+                                   (3e-3,), {"skipped": [], "methods_not_run": [{"methods": ["ar"], "reason": "no video"}]})
+    assert "| all background | 0.000 |" in block and "| unet | labels100 | 0.500 |" in block
+    assert block.endswith("**Not run on this source:** ar: no video.")

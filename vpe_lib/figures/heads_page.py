@@ -1,4 +1,4 @@
-"""The tables of the segmentation page (notebook 05), from the heads stage's metrics and files.
+"""The tables and figures of the segmentation page (notebook 05), from the heads stage's metrics and files.
 
 Rows come from the results stage's builders (`study_rows`, `benchmark_rows`); this module only lays them out
 as markdown, so the notebook calls and displays and the tests reach every table.
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import matplotlib.pyplot as plt
+
+from vpe_lib.figures import study_plots
 from vpe_lib.figures.tables import interval, num, row_mean_std
 
 
@@ -88,3 +91,51 @@ def skipped_lines(skipped_file: Mapping[str, Any], shown: int = 10) -> list[str]
     out += [f"**Not run on this source:** {', '.join(nr['methods'])}: {nr['reason']}."
             for nr in skipped_file.get("methods_not_run", [])]
     return out
+
+
+# ---------------------------------------------------------------------------- the page's sections
+
+
+def main_methods(per_seed: Mapping[str, Any]) -> list[str]:
+    """The grid's methods, without the ablations (level probes, heads: names with more than two slashes)."""
+    return [m for m in per_seed if m.count("/") <= 2]
+
+
+def foreground_titles(prefix: str) -> tuple[str, str | None]:
+    """What "foreground" is on this source (PushWorld: the objects and the arm, then the objects alone; DAVIS and
+    COCO: every labelled object, with no second panel)."""
+    return ("objects + arm", "objects only") if prefix == "seg" else ("foreground (every labelled object)", None)
+
+
+def score_figure(per_seed: Mapping[str, Any], prefix: str):
+    """Per label budget, one bar per method with every seed as a dot: foreground IoU, and on PushWorld the
+    objects alone beside it."""
+    whole, objects = foreground_titles(prefix)
+    fig, axes = plt.subplots(1, 2 if objects else 1, figsize=(13 if objects else 7, 3.6), squeeze=False)
+    methods = main_methods(per_seed)
+    study_plots.score_bars(per_seed, metric="fg_iou", methods=methods, ax=axes[0][0], title=whole)
+    if objects:
+        study_plots.score_bars(per_seed, metric="fg_iou_objects", methods=methods, ax=axes[0][1], title=objects)
+    return fig
+
+
+def bullets(lines: Sequence[str]) -> str:
+    return "\n".join(f"- {s}" for s in lines)
+
+
+def convergence_markdown(conv: Mapping[str, Any] | None, notes: Sequence[str]) -> str:
+    """The convergence check's table and what it says, or why there is none."""
+    if conv is None:
+        return "_No convergence check in this profile (`seg.convergence_steps` = 0)._"
+    return convergence_table(conv["runs"]) + "\n\n" + bullets(notes)
+
+
+def shown_predictions(preds: Mapping[str, Any]) -> dict[str, Any]:
+    """The saved test predictions of the grid's methods (`test_preds.npz`, keys with "/" written as "__")."""
+    return {k.replace("__", "/"): preds[k] for k in preds.files if k not in ("frames", "truth") and k.count("__") <= 2}
+
+
+def protocol_markdown(baselines: Mapping[str, Any], lr_search: Mapping[str, Any], grid: Sequence[float],
+                      skipped_file: Mapping[str, Any]) -> str:
+    """The trivial baselines, the learning-rate search and what was skipped, one block."""
+    return "\n\n".join([baselines_table(baselines), lr_table(lr_search, grid), *skipped_lines(skipped_file)])
