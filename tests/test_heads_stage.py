@@ -1,4 +1,5 @@
-"""The segmentation study: protocol rules, cached features, baselines, and the stage at smoke scale."""
+"""The segmentation study: fine-tuned encoders, cached features, baselines, and the stage at smoke scale (the
+protocol's rules: test_seg_protocol.py; the grid's plan: test_heads_grid.py)."""
 
 import dataclasses
 import json
@@ -20,17 +21,6 @@ from vpe_lib.stages.head_training import (
     predict_probs,
     with_flips,
 )
-from vpe_lib.stages.seg_protocol import (
-    Method,
-    budget_index,
-    budget_videos,
-    choose_lr,
-    main_methods,
-    method_from_name,
-    pct_name,
-    run_key,
-    seg_identity,
-)
 
 TINY = TokenizerConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, temporal_down=(True,),
                        spatial_down=(True,), full_res_blocks=False, embed_dim=8, codebook_size=16, clip_frames=2)
@@ -44,71 +34,7 @@ def _frames(n=6, size=16, seed=0):
     return frames, labels
 
 
-# -- protocol
-
-
-def test_label_budgets_are_by_video_paired_by_seed_and_nested_in_size():
-    vids = np.repeat(np.arange(50), 6)
-    a, b = budget_videos(vids, 10, seed=0), budget_videos(vids, 10, seed=0)
-    assert np.array_equal(a, b) and len(a) == 5  # the same videos for every method at one seed
-    assert not np.array_equal(a, budget_videos(vids, 10, seed=1))  # seeds vary the subset
-    assert len(budget_videos(vids, 1, seed=0)) == 1  # at least one video
-    assert np.array_equal(budget_videos(vids, 100, seed=3), np.arange(50))
-    idx = budget_index(vids, 10, seed=0)
-    assert set(np.unique(vids[idx])) == set(a) and len(idx) == 5 * 6  # every frame of a chosen video
-    with pytest.raises(ValueError, match="label budget"):
-        budget_videos(vids, 0, seed=0)
-    assert pct_name(10.0) == "labels10" and pct_name(1.0) == "labels1" and pct_name(0.5) == "labels0.5"
-
-
-def test_method_grid_and_names():
-    methods = main_methods(["tokenizer", "pixels"], ["conv"], ["frozen", "finetuned"])
-    names = [m.name for m in methods]
-    # pixels have no weights to fine-tune; the UNet always closes the grid
-    assert names == ["tokenizer/conv/frozen", "tokenizer/conv/finetuned", "pixels/conv/frozen", "unet"]
-    assert Method("tokenizer", "linear", "frozen", ("mid",), "probe-mid").name == "tokenizer/linear/frozen/probe-mid"
-    with pytest.raises(ValueError, match="unknown encoder"):
-        main_methods(["dino"], ["conv"], ["frozen"])
-    # head_encoders: only they run every head; the others run the first (main) head
-    limited = main_methods(["tokenizer", "masked"], ["conv", "linear"], ["frozen"], head_encoders=["tokenizer"])
-    assert [m.name for m in limited] == ["tokenizer/conv/frozen", "tokenizer/linear/frozen", "masked/conv/frozen",
-                                         "unet"]
-    # the prediction transformers fine-tune only when asked (the seed paper's best configuration)
-    assert "masked/conv/finetuned" not in [m.name for m in main_methods(["masked"], ["conv"], ["frozen", "finetuned"])]
-    assert [m.name for m in main_methods(["masked", "random_ar"], ["conv"], ["finetuned"], finetune_predictors=True)] \
-        == ["masked/conv/finetuned", "random_ar/conv/finetuned", "unet"]
-
-
-def test_lr_search_at_chosen_budgets_only():
-    from vpe_lib.config import get_config
-    from vpe_lib.stages.heads_grid import row_work, searches_lr
-
-    s = get_config("study").seg  # lr searched at 10% only: 2 rates + 2 more seeds there, 3 seeds elsewhere
-    assert [searches_lr(s, q) for q in s.label_pcts] == [False, True, False]
-    unet = Method("unet")
-    assert [row_work(unet, q, s)[1] for q in s.label_pcts] == [120 * 3, 240 * 4, 480 * 3]
-    s.lr_search_pcts = ()
-    assert all(searches_lr(s, q) for q in s.label_pcts) and row_work(unet, 1.0, s)[1] == 120 * 4
-
-
-def test_fine_tuned_predictors_and_other_heads_run_at_the_budgets_asked():
-    from vpe_lib.config import get_config
-    from vpe_lib.stages.heads_grid import grid_plan
-
-    s = get_config("study").seg
-    methods = main_methods(["tokenizer", "masked"], ["conv", "linear"], ["frozen", "finetuned"],
-                           finetune_heads=["conv"], head_encoders=["tokenizer"], finetune_predictors=True)
-    plan = [(m.name, pct) for m, pct in grid_plan(methods, [], s)]
-    assert s.finetune_predictor_pcts == (1.0,)  # the study fine-tunes the transformers at 1% only (their cost)
-    assert [p for n, p in plan if n == "masked/conv/finetuned"] == [1.0]
-    assert [p for n, p in plan if n == "tokenizer/conv/finetuned"] == [10.0, 1.0, 100.0]  # the searched budget first
-    assert [p for n, p in plan if n == "masked/conv/frozen"] == [10.0, 1.0, 100.0]
-    assert s.head_comparison_pcts == (10.0,)  # the study compares heads at one budget
-    assert [p for n, p in plan if n == "tokenizer/linear/frozen"] == [10.0]
-    s.head_comparison_pcts = s.finetune_predictor_pcts = ()  # empty: every budget
-    plan = [(m.name, pct) for m, pct in grid_plan(methods, [], s)]
-    assert [p for n, p in plan if n == "tokenizer/linear/frozen"] == [10.0, 1.0, 100.0]
-    assert [p for n, p in plan if n == "masked/conv/finetuned"] == [10.0, 1.0, 100.0]
+# -- encoders
 
 
 def test_a_fine_tuned_predictor_encoder_learns_end_to_end():
@@ -130,37 +56,6 @@ def test_a_fine_tuned_predictor_encoder_learns_end_to_end():
     loss.backward()
     assert enc.predictor.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.tokens.parameters())
-
-
-def test_lr_choice_is_on_validation_with_ties_to_the_smaller_rate():
-    assert choose_lr({1e-3: 0.5, 3e-3: 0.6}) == 3e-3
-    assert choose_lr({1e-3: 0.6, 3e-3: 0.6}) == 1e-3
-    assert choose_lr({1e-3: float("nan"), 3e-3: 0.1}) == 3e-3
-    with pytest.raises(ValueError, match="no learning rate"):
-        choose_lr({1e-3: float("nan")})
-
-
-def test_run_key_changes_with_anything_that_determines_the_run():
-    base = run_key(Method("unet"), 10.0, 0, 1e-3, {"steps": 100})
-    assert base == run_key(Method("unet"), 10.0, 0, 1e-3, {"steps": 100})
-    assert base != run_key(Method("unet"), 10.0, 0, 1e-3, {"steps": 101})
-    assert base != run_key(Method("unet"), 10.0, 1, 1e-3, {"steps": 100})
-
-
-def test_method_names_round_trip_and_the_convergence_check_is_not_part_of_a_run_identity():
-    for m in main_methods(["tokenizer", "pixels"], ["conv", "linear"], ["frozen", "finetuned"]):
-        assert method_from_name(m.name) == m
-    with pytest.raises(ValueError, match="encoder"):
-        method_from_name("tokenizer/conv")
-    s = get_config("study").seg
-    base = seg_identity(s)
-    assert "convergence_steps" not in base and "progress" not in base["train"]
-    assert seg_identity(dataclasses.replace(s, convergence_steps=1920, convergence_methods=("unet",))) == base
-    assert seg_identity(dataclasses.replace(s, budget_steps=(120, 240, 1920))) != base
-    with pytest.raises(ValueError, match="convergence_methods"):
-        dataclasses.replace(s, convergence_methods=("tokenizer/conv/thawed",))
-    with pytest.raises(ValueError, match="convergence_steps"):
-        dataclasses.replace(s, convergence_steps=-1)
 
 
 def test_seg_config_rejects_unknown_names():
