@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from vpe_lib.data.loader import check_loader_settings
 from vpe_lib.data.pushworld import PushWorldConfig
+from vpe_lib.data.seg_sources import parse_source
 from vpe_lib.data.masking import MASKINGS
 from vpe_lib.models.encoders import ENCODERS
 from vpe_lib.models.heads import HEADS, MODES
@@ -53,8 +54,6 @@ class DataConfig:
     coco_image_dir: str = ""  # "" = auto-detected beside annotations/
 
     def __post_init__(self) -> None:
-        from vpe_lib.data.seg_sources import parse_source  # lazy: keeps this module's imports light
-
         kind, _ = parse_source(self.source)
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 0:
             raise ValueError(f"image_size must be an int >= 0 (0 = world.height), got {self.image_size!r}")

@@ -154,12 +154,10 @@ class SegAccumulator:
         return out
 
 
-def score_segmentation(pred: np.ndarray, true: np.ndarray, *, n_classes: int | None = None,
+def score_segmentation(pred: np.ndarray, true: np.ndarray, *, n_classes: int,
                        object_classes: Sequence[int] | None = None, **kw) -> dict[str, float]:
-    """One-shot :class:`SegAccumulator`. Defaults to PushWorld: 7 classes, objects 2..6."""
-    if n_classes is None:
-        from ..data.pushworld.config import CLASS_NAMES
-        n_classes = len(CLASS_NAMES)
+    """One-shot :class:`SegAccumulator`; the object classes default to 2.. (class 0 background, 1 the arm, as
+    PushWorld labels them)."""
     if object_classes is None:
         object_classes = range(2, n_classes)
     acc = SegAccumulator(n_classes, object_classes=object_classes, **kw)

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from vpe_lib.eval.segmentation import paired_difference, verdict
+from vpe_lib.report.build import build_report
+from vpe_lib.cli import parse_overrides
 
 MODES = ("repeat", "single")
 # a causal tokenizer takes 1 + k x (temporal factor 2) frames: 5 to pretrain, 3 for a repeated still
@@ -78,7 +80,6 @@ def table(result: dict[str, Any]) -> str:
 
 
 def run(profile: str, run_dir: Path, out: Path, *, extra: dict | None = None) -> dict[str, Any]:
-    from vpe_lib.report.build import build_report
 
     out.mkdir(parents=True, exist_ok=True)
     per_seed = {}
@@ -100,7 +101,6 @@ def run(profile: str, run_dir: Path, out: Path, *, extra: dict | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vpe_lib.cli import parse_overrides
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="cpu")

@@ -27,6 +27,9 @@ from vpe_lib.figures.plots import patch_at
 from vpe_lib.data.pushworld import CLASS_NAMES
 from vpe_lib.data.samplers import from_unit_range, to_unit_range
 from vpe_lib.models.tokenizer import VQVAE3D
+from vpe_lib.data.store import PushWorldStore
+from vpe_lib.stages.common import require
+from vpe_lib.stages.pretrain_stage import load_tokenizer
 
 
 def points_in_box(points: np.ndarray, x_range: Sequence[float], y_range: Sequence[float]) -> np.ndarray:
@@ -355,10 +358,6 @@ class UmapExplorer:
 
 def latent_explorer(run_dir: str | Path, *, split: str = "test", **kw) -> LatentExplorer:
     """The explorer on a run's tokenizer and PushWorld split (stages 01 and 02 must have run)."""
-    from vpe_lib.data.store import PushWorldStore
-    from vpe_lib.stages.common import require
-    from vpe_lib.stages.pretrain_stage import load_tokenizer
-
     data_dir = require(run_dir, "data", "pushworld/manifest.json")
     return LatentExplorer(LatentData(load_tokenizer(run_dir), PushWorldStore(data_dir / "pushworld", split)), **kw)
 
@@ -366,9 +365,6 @@ def latent_explorer(run_dir: str | Path, *, split: str = "test", **kw) -> Latent
 def umap_explorer(run_dir: str | Path, *, features: str = "pretrained", **kw) -> UmapExplorer:
     """The explorer on the embedding stage 04 computed for `features` ("pretrained" or "random"),
     with the patch under each embedded token (latents/latents.npz)."""
-    from vpe_lib.data.pushworld import CLASS_NAMES as names
-    from vpe_lib.stages.common import require
-
     path = require(run_dir, "latents", "latents.npz") / "latents.npz"
     arrays = np.load(path)
     keys = [f"embedding_{features}", "token_patches", f"majority_{features}"]
@@ -377,14 +373,11 @@ def umap_explorer(run_dir: str | Path, *, features: str = "pretrained", **kw) ->
         raise KeyError(f"{path} has no {', '.join(missing)}: it was written by an older version of stage 04; "
                        f"run notebook 04_latent_analysis again (or `vpe report --force latents`)")
     emb, patches, labels = (arrays[k] for k in keys)
-    return UmapExplorer(emb, patches, labels, names, title=f"{features} token features", **kw)
+    return UmapExplorer(emb, patches, labels, CLASS_NAMES, title=f"{features} token features", **kw)
 
 
 def umap_pair(run_dir: str | Path):
     """The pretrained and the random-weight token embeddings of stage 04 side by side, same colours."""
-    from vpe_lib.data.pushworld import CLASS_NAMES as names
-    from vpe_lib.stages.common import require
-
     path = require(run_dir, "latents", "latents.npz") / "latents.npz"
     arrays = np.load(path)
     missing = [k for f in ("pretrained", "random") for k in (f"embedding_{f}", f"majority_{f}") if k not in arrays]
@@ -393,4 +386,4 @@ def umap_pair(run_dir: str | Path):
                        f"run notebook 04_latent_analysis again (or `vpe report --force latents`)")
     titles = {"pretrained": "pretrained tokenizer's tokens", "random": "random-weight twin's tokens"}
     return embedding_pair_figure({titles[f]: arrays[f"embedding_{f}"] for f in titles},
-                                 {titles[f]: arrays[f"majority_{f}"] for f in titles}, names)
+                                 {titles[f]: arrays[f"majority_{f}"] for f in titles}, CLASS_NAMES)

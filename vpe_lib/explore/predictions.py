@@ -33,6 +33,7 @@ from vpe_lib.eval.token_baselines import code_table_bits, fit_baselines
 from vpe_lib.stages.predict_stage import cached_tokens, stage_videos
 from vpe_lib.stages.predictor_training import load_predictor, predictor_folder
 from vpe_lib.stages.pretrain_stage import load_tokenizer
+from vpe_lib.explore.latents import bind_controls
 
 LN2 = float(np.log(2.0))
 
@@ -221,8 +222,6 @@ class PredictionExplorer:
 
     def _build(self):
         import ipywidgets as w
-
-        from vpe_lib.explore.latents import bind_controls
 
         d = self.data
         controls = {

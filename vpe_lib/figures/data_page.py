@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from vpe_lib.figures import plots
+from vpe_lib.data.frames import load_frame_folder
 
 
 def labels_grid(videos: Sequence[Mapping[str, np.ndarray]], t: int):
@@ -32,7 +33,6 @@ def bair_beside_pushworld(bair_root: Path, videos: Sequence[Mapping[str, np.ndar
     """Four BAIR sample sequences (frame folders) above two PushWorld videos at the same times; None without BAIR."""
     if not bair_root.is_dir():
         return None
-    from vpe_lib.data.frames import load_frame_folder
 
     seqs = sorted(p for p in bair_root.iterdir() if p.is_dir())[:4]
     bair = [load_frame_folder(p)[:, 1:, 1:] for p in seqs]  # row/col 0 are figure borders

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+from vpe_lib.atomic import atomic_write_text
 
 PLOTLY_JS = "plotly.min.js"  # the file name plotly's include_plotlyjs="directory" refers to
 
@@ -95,7 +96,6 @@ def write_plotly_js(folder: Path) -> Path:
     reference it; rewritten only when its content changed."""
     from plotly.offline import get_plotlyjs
 
-    from vpe_lib.atomic import atomic_write_text
 
     path = Path(folder) / PLOTLY_JS
     js = get_plotlyjs()

@@ -10,6 +10,7 @@ from vpe_lib.eval.pretext_gates import gate_table_html
 from vpe_lib.eval.segmentation import fmt_bound, holm, paired_p_value
 from vpe_lib.stages.results_stage import (answers, convergence_notes, question_answers, question_sentences,
                                          seg_prefix, segmentation_rows, what_was_run, benchmark_rows, study_rows)
+from vpe_lib.figures.study_plots import forest_by_budget
 
 
 def _speed_html(hw: dict) -> str:
@@ -164,7 +165,6 @@ def _forest_html(m: dict[str, Any]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vpe_lib.figures.study_plots import forest_by_budget
 
     prefix = seg_prefix(m)
     if not any(k.startswith(f"{prefix}/diff_vs_unet/") for k in m):

@@ -35,6 +35,9 @@ from vpe_lib.stages.predictor_training import TokenBatches, load_predictor, pred
 from vpe_lib.stages.pretrain_stage import loader_settings, read_history
 from vpe_lib.train.device import module_device
 from vpe_lib.train.distributed import is_main_process
+from vpe_lib.data.clips import FrameFolderSource
+from vpe_lib.data.video import read_video
+from vpe_lib.stages.common import REPO_ROOT, require
 
 
 def budget_name(fraction: float) -> str:
@@ -283,10 +286,6 @@ def mgm_figure_data(cfg: RunConfig, run_dir: Path, out: Path, *, real_video: Pat
                     n_frames: int = 8) -> list[tuple[str, dict[str, np.ndarray]]]:
     """Frames, codec motion field and MGM mask of a PushWorld test clip and, when present, of a real
     video (`../shared/data/clips/bear.mp4` by default), for the notebook's figure."""
-    from vpe_lib.data.clips import FrameFolderSource
-    from vpe_lib.data.video import read_video
-    from vpe_lib.stages.common import REPO_ROOT, require
-
     p = cfg.predict
     tok = cfg.pretrain.tokenizer
     tf, sf = tok.temporal_factor, tok.spatial_factor

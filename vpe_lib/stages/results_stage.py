@@ -46,6 +46,7 @@ def collect_metrics(run_dir: str | Path, *, include_results: bool = False,
     """All stages' metrics, one flat mapping (names already carry their stage prefix). A missing
     `required` stage raises (naming it and how to run it); any other missing stage is left out,
     and `missing_stages` says which, for the page to state."""
+
     merged: dict[str, float] = {}
     absent = set(missing_stages(run_dir)) - set(required)
     for stage in STAGES:
@@ -189,8 +190,6 @@ def seed_paper_rows(m: dict[str, float], prefix: str = "seg") -> list[dict]:
     (study profile: seg.finetune_predictors), their random twins, the fine-tuned tokenizer and the UNet, all
     at the largest label budget the fine-tuned predictors ran at (seg.finetune_predictor_pcts; without them,
     the largest budget), with each mean ± std over seeds and the pretext gate behind it."""
-    from vpe_lib.eval.pretext_gates import failed_clause
-
     rows = study_rows(m, prefix)
     want = ("masked/conv/finetuned", "random_masked/conv/finetuned", "ar/conv/finetuned", "random_ar/conv/finetuned",
             "tokenizer/conv/finetuned", "unet")
@@ -303,6 +302,7 @@ def budget_clause(m: dict[str, float], keys: dict[str, str], n: int) -> str | No
     with its mean and 95% interval: "behind at 10% (-0.055 [-0.060, -0.050]) and 100% (...); no measurable
     difference at 1% (...)". `keys`: {label: metric key} (e.g. {"1%": "seg/diff_vs_unet/.../labels1"}; an
     empty label for a single comparison). None when none of the keys has a difference."""
+
     groups: dict[int, list[str]] = {}
     for label, key in keys.items():
         d = _diff(m, key, n)
