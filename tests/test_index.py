@@ -36,3 +36,27 @@ def test_a_davis_index_leads_with_the_benchmarks_jf_and_the_ceiling():
     assert "Scored as the benchmark scores it" in page and "0.412 ± 0.010" in page and "<b>0.861</b>" in page
     assert page.index("Scored as the benchmark") < page.index("Did pretraining succeed")
     assert "Scored as the benchmark" not in render_index({**summary, "metrics": study_metrics()}, [])
+
+
+def test_each_render_links_the_others_beside_it(tmp_path):
+    import json
+
+    from vpe_lib.report.index import other_reports
+
+    def render(d, profile):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "summary.json").write_text(json.dumps({"provenance": {"profile": profile}}))
+    front = tmp_path / "reports"
+    render(front, "cpu")
+    render(front / "study", "study")
+    render(front / "davis", "davis")
+    (front / "figures").mkdir()  # a folder that is not a render
+    assert other_reports(front) == [("davis", "davis/index.html"), ("study", "study/index.html")]
+    assert other_reports(front / "davis") == [("cpu", "../index.html"), ("study", "../study/index.html")]
+    summary = {"metrics": study_metrics(), "provenance": {"profile": "cpu", "commit": "abc", "dirty": False,
+                                                         "hardware": {"cpu_count": 2, "gpu": None}, "torch": "x",
+                                                         "start_time": "t"},
+               "wall_time_s": {"total": 1.0}, "status": "ok"}
+    page = render_index(summary, [], other_reports(front))
+    assert '<a href="davis/index.html">the davis profile</a>' in page
+    assert "Other renders" not in render_index(summary, [])

@@ -29,7 +29,7 @@ from vpe_lib.train.device import resolve_device
 from vpe_lib.report.stage_cache import UPSTREAM, clear_stamp, code_version, read_stamp, recorded_reads, \
     resolve_stage_names, stage_key, stage_of_notebook, why_stale, write_stamp
 from vpe_lib.stages.results_stage import collect_metrics
-from vpe_lib.report.index import render_index
+from vpe_lib.report.index import other_reports, render_index
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -238,7 +238,7 @@ def build_report(profile: str = "cpu", run_dir: str | Path = "runs/cpu", out_dir
     if error:
         summary["error"] = str(error)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    (out_dir / "index.html").write_text(render_index(summary, pages))
+    (out_dir / "index.html").write_text(render_index(summary, pages, other_reports(out_dir)))
     if error:
         raise error
     return summary
@@ -262,5 +262,5 @@ def rewrite_index(out_dir: str | Path) -> Path:
     else:
         summary.pop("index_commit", None)
     path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    (out_dir / "index.html").write_text(render_index(summary, pages))
+    (out_dir / "index.html").write_text(render_index(summary, pages, other_reports(out_dir)))
     return out_dir / "index.html"

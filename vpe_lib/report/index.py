@@ -4,6 +4,8 @@ verdict per label budget, the headline numbers and the study table, all from `su
 from __future__ import annotations
 
 import html
+import json
+from pathlib import Path
 from typing import Any
 
 from vpe_lib.eval.pretext_gates import gate_table_html
@@ -202,7 +204,33 @@ def _benchmark_html(m: dict[str, Any]) -> str:
             f"<table><tr><th>method</th><th>{label} (native)</th><th>pooled IoU</th></tr>{body}</table>")
 
 
-def render_index(summary: dict[str, Any], pages: list[tuple[str, str]]) -> str:
+def other_reports(out_dir: Path) -> list[tuple[str, str]]:
+    """The other renders beside this one, as (profile, href): reports/ holds the cpu profile's render and each other
+    profile's under reports/<profile>/ (`make report PROFILE=...`), so the front page links down and the others link
+    up and across. A render is a folder with a summary.json."""
+    def profile(d: Path) -> str:
+        try:
+            return json.loads((d / "summary.json").read_text())["provenance"]["profile"]
+        except (OSError, ValueError, KeyError):
+            return d.name
+    found = [(profile(d), f"{d.name}/index.html") for d in sorted(out_dir.iterdir())
+             if d.is_dir() and (d / "summary.json").exists()]
+    parent = out_dir.resolve().parent
+    if (parent / "summary.json").exists():
+        found.append((profile(parent), "../index.html"))
+        found += [(profile(d), f"../{d.name}/index.html") for d in sorted(parent.iterdir())
+                  if d.is_dir() and d.resolve() != out_dir.resolve() and (d / "summary.json").exists()]
+    return found
+
+
+def _others_html(others: list[tuple[str, str]]) -> str:
+    if not others:
+        return ""
+    return ("<p>Other renders of the study: " + " · ".join(
+        f'<a href="{html.escape(href)}">the {html.escape(name)} profile</a>' for name, href in others) + ".</p>")
+
+
+def render_index(summary: dict[str, Any], pages: list[tuple[str, str]], others: list[tuple[str, str]] = ()) -> str:
     m, prov = summary["metrics"], summary["provenance"]
     seg = segmentation_rows(m, seg_prefix(m))
     seg_html = "".join(
@@ -269,5 +297,6 @@ Ablations, mIoU, Dice, boundary F and COCO AP are on the heads page.</p>
 <table><tr><th>model</th><th>foreground IoU</th><th>mIoU</th></tr>{seg_html}</table>
 <h2>Pages</h2><ol>{links}</ol>
 <p>Numbers: <a href="summary.json">summary.json</a>.</p>
+{_others_html(others)}
 </body></html>
 """
