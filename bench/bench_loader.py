@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from vpe_lib.config import get_config  # noqa: E402
-from vpe_lib.data.clips import RealClipBatches  # noqa: E402
+from vpe_lib.data.clip_batches import RealClipBatches  # noqa: E402
 from vpe_lib.data.open_clips import open_clip_source  # noqa: E402
 from vpe_lib.data.loader import LoaderBatches  # noqa: E402
 from vpe_lib.data.samplers import ClipBatches  # noqa: E402

@@ -35,8 +35,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from vpe_lib.data.motion import (block_matching_motion, codec_motion_from_file,  # noqa: E402
-                                 moving_square_clip)
+from vpe_lib.data.motion import block_matching_motion, codec_motion_from_file  # noqa: E402
+from vpe_lib.data.synthetic_motion import moving_square_clip  # noqa: E402
 from vpe_lib.data.pushworld import PushWorldConfig, generate_video  # noqa: E402
 from vpe_lib.data.video import export_mp4, read_video  # noqa: E402
 

@@ -14,7 +14,8 @@ from PIL import Image
 
 from vpe_lib.data.bair import BairHdf5Source, BairTFRecordSource
 from vpe_lib.data.tfrecord import _TABLE_LIST, crc32c, encode_example, iter_tfrecord, parse_example, write_tfrecord
-from vpe_lib.data.clips import (ClipSource, FrameFolderSource, RealClipBatches, SkippedVideosWarning,
+from vpe_lib.data.clip_batches import RealClipBatches
+from vpe_lib.data.clips import (ClipSource, FrameFolderSource, SkippedVideosWarning,
                                 VideoFolderSource)
 from vpe_lib.data.open_clips import open_clip_source
 from vpe_lib.data.errors import DataError

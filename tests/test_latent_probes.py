@@ -122,7 +122,7 @@ def test_ridge_probes_fit_several_targets_as_separate_ridges():
 
 
 def test_motion_and_fate_targets_on_a_moving_square():
-    from vpe_lib.data.motion import moving_square_clip
+    from vpe_lib.data.synthetic_motion import moving_square_clip
 
     clip = moving_square_clip(8, 32, 32, size=8, velocity=(2, 0), seed=0)
     m = lp.motion_targets(clip["flow"][:3], stride=8)
@@ -323,7 +323,7 @@ def test_probe_rows_table_and_interval_plot():
 
 @pytest.mark.parametrize("source", ["codec", "block_matching"])
 def test_motion_vector_speed_finds_the_moving_square(source):
-    from vpe_lib.data.motion import moving_square_clip
+    from vpe_lib.data.synthetic_motion import moving_square_clip
 
     clip = moving_square_clip(8, 64, 64, size=16, velocity=(2, 1), seed=1)
     times = np.array([1, 4])

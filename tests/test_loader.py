@@ -136,7 +136,8 @@ def test_rank_slices_read_only_their_clips(store, monkeypatch):
 
 
 def test_real_clip_batches_read_rank_slices(tmp_path):
-    from vpe_lib.data.clips import FrameFolderSource, RealClipBatches
+    from vpe_lib.data.clip_batches import RealClipBatches
+    from vpe_lib.data.clips import FrameFolderSource
     from vpe_lib.train.distributed import shard_batch
     from PIL import Image
 

@@ -9,8 +9,9 @@ import pytest
 
 from vpe_lib.data.errors import DataError
 from vpe_lib.data.motion import (MotionCache, block_matching_motion, fill_missing,
-                                 motion_for_masking, moving_square_clip, token_flow, token_motion,
+                                 motion_for_masking, token_flow, token_motion,
                                  true_moving_tokens)
+from vpe_lib.data.synthetic_motion import moving_square_clip
 from vpe_lib.data.masking import make_mask, mask_motion_overlap
 
 GRID = (4, 16, 16)  # 8 frames of 64x64, tf=2, sf=4 (the cpu profile's factors)

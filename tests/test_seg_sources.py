@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from vpe_lib.config import ConfigError, get_config, load_config, save_config
-from vpe_lib.data.clips import ClipSource, RealClipBatches
+from vpe_lib.data.clip_batches import RealClipBatches
+from vpe_lib.data.clips import ClipSource
 from vpe_lib.data.errors import DataError
 from vpe_lib.data.seg_sources import (IGNORE, SkippedDataWarning, SkipReport, davis_clip_source,
                                       load_coco_splits, load_davis_splits, load_labelled_splits,

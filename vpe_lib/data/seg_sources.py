@@ -157,7 +157,7 @@ def pretraining_clip_source(cfg_data, *, split_names: Sequence[str] = ("train",)
     The sequences are those of :func:`resolve_davis_splits` for the config's
     ``davis_train/val/test`` (or the automatic split), so pretraining on
     ``("train",)`` never sees a val/test sequence. ``size`` defaults to
-    :func:`real_image_size`. Feed it to ``RealClipBatches(source, clip_frames=...,
+    :func:`real_image_size`. Feed it to ``clip_batches.RealClipBatches(source, clip_frames=...,
     batch_size=..., seed=...)``. Only ``davis:`` sources have videos.
     """
     kind, path = parse_source(cfg_data.source)

@@ -12,8 +12,6 @@ vectors of video multiplicities; code purity's statistic is the code x class cou
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F

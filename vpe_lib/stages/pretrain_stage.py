@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vpe_lib.config import PretrainConfig, RunConfig
-from vpe_lib.data.clips import RealClipBatches
+from vpe_lib.data.clip_batches import RealClipBatches
 from vpe_lib.data.loader import batch_source
 from vpe_lib.data.samplers import ClipBatches, from_unit_range
 from vpe_lib.data.seg_sources import parse_source, pretraining_clip_source
