@@ -2,7 +2,7 @@
 
 Every source answers the same small protocol (:class:`ClipSource`): how many
 usable videos, how many frames each, and ``read_clip(i, start, length)`` ->
-uint8 ``(length, H, W, 3)``. :class:`RealClipBatches` turns any source into
+uint8 ``(length, H, W, 3)``. :class:`~vpe_lib.data.clip_batches.RealClipBatches` turns any source into
 the sampler contract of :class:`vpe_lib.data.samplers.ClipBatches`
 (``batches(step)`` -> ``b c t h w`` float32 in [-1, 1], deterministic per step).
 
