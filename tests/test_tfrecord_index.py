@@ -41,7 +41,7 @@ def no_scan(monkeypatch) -> None:
     """Reading records to index them fails the test from here on."""
     def refuse(*a, **k):
         raise AssertionError("the records were read again: the saved index was not used")
-    monkeypatch.setattr(bair, "_records", refuse)
+    monkeypatch.setattr(bair, "records", refuse)  # the scan reads through vpe_lib.data.tfrecord.records
 
 
 def dataset(folder: Path) -> tuple[Path, list[np.ndarray]]:
