@@ -46,11 +46,14 @@ def test_each_render_links_the_others_beside_it(tmp_path):
     def render(d, profile):
         d.mkdir(parents=True, exist_ok=True)
         (d / "summary.json").write_text(json.dumps({"provenance": {"profile": profile}}))
+        (d / "index.html").write_text("")
     front = tmp_path / "reports"
     render(front, "cpu")
     render(front / "study", "study")
     render(front / "davis", "davis")
     (front / "figures").mkdir()  # a folder that is not a render
+    (front / "still_input").mkdir()  # an experiment's pages and summary, no index: not a render either
+    (front / "still_input" / "summary.json").write_text("{}")
     assert other_reports(front) == [("davis", "davis/index.html"), ("study", "study/index.html")]
     assert other_reports(front / "davis") == [("cpu", "../index.html"), ("study", "../study/index.html")]
     summary = {"metrics": study_metrics(), "provenance": {"profile": "cpu", "commit": "abc", "dirty": False,

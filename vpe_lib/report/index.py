@@ -207,19 +207,21 @@ def _benchmark_html(m: dict[str, Any]) -> str:
 def other_reports(out_dir: Path) -> list[tuple[str, str]]:
     """The other renders beside this one, as (profile, href): reports/ holds the cpu profile's render and each other
     profile's under reports/<profile>/ (`make report PROFILE=...`), so the front page links down and the others link
-    up and across. A render is a folder with a summary.json."""
+    up and across. A render is a folder with an index.html and a summary.json (an experiment's folder, e.g.
+    reports/still_input, has pages but no index: not a render)."""
     def profile(d: Path) -> str:
         try:
             return json.loads((d / "summary.json").read_text())["provenance"]["profile"]
         except (OSError, ValueError, KeyError):
             return d.name
-    found = [(profile(d), f"{d.name}/index.html") for d in sorted(out_dir.iterdir())
-             if d.is_dir() and (d / "summary.json").exists()]
+    def is_render(d: Path) -> bool:
+        return d.is_dir() and (d / "summary.json").exists() and (d / "index.html").exists()
+    found = [(profile(d), f"{d.name}/index.html") for d in sorted(out_dir.iterdir()) if is_render(d)]
     parent = out_dir.resolve().parent
-    if (parent / "summary.json").exists():
+    if is_render(parent):
         found.append((profile(parent), "../index.html"))
         found += [(profile(d), f"../{d.name}/index.html") for d in sorted(parent.iterdir())
-                  if d.is_dir() and d.resolve() != out_dir.resolve() and (d / "summary.json").exists()]
+                  if is_render(d) and d.resolve() != out_dir.resolve()]
     return found
 
 
