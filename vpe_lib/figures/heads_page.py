@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import matplotlib.pyplot as plt
 
 from vpe_lib.figures import study_plots
-from vpe_lib.figures.tables import interval, num, row_mean_std
+from vpe_lib.figures.tables import bullets, interval, num, row_mean_std
 
 
 def seeds_note(n_seeds: int, pretrain_seeds: int) -> str:
@@ -98,7 +98,7 @@ def skipped_lines(skipped_file: Mapping[str, Any], shown: int = 10) -> list[str]
 
 def main_methods(per_seed: Mapping[str, Any]) -> list[str]:
     """The grid's methods, without the ablations (level probes, heads: names with more than two slashes)."""
-    return [m for m in per_seed if m.count("/") <= 2]
+    return [m for m in per_seed if study_plots.is_main_method(m)]
 
 
 def foreground_titles(prefix: str) -> tuple[str, str | None]:
@@ -119,10 +119,6 @@ def score_figure(per_seed: Mapping[str, Any], prefix: str):
     return fig
 
 
-def bullets(lines: Sequence[str]) -> str:
-    return "\n".join(f"- {s}" for s in lines)
-
-
 def convergence_markdown(conv: Mapping[str, Any] | None, notes: Sequence[str]) -> str:
     """The convergence check's table and what it says, or why there is none."""
     if conv is None:
@@ -132,7 +128,8 @@ def convergence_markdown(conv: Mapping[str, Any] | None, notes: Sequence[str]) -
 
 def shown_predictions(preds: Mapping[str, Any]) -> dict[str, Any]:
     """The saved test predictions of the grid's methods (`test_preds.npz`, keys with "/" written as "__")."""
-    return {k.replace("__", "/"): preds[k] for k in preds.files if k not in ("frames", "truth") and k.count("__") <= 2}
+    names = {k: k.replace("__", "/") for k in preds.files if k not in ("frames", "truth")}
+    return {name: preds[k] for k, name in names.items() if study_plots.is_main_method(name)}
 
 
 def protocol_markdown(baselines: Mapping[str, Any], lr_search: Mapping[str, Any], grid: Sequence[float],

@@ -12,7 +12,7 @@ import numpy as np
 from vpe_lib.figures import plots
 
 
-def _main(name: str) -> bool:
+def is_main_method(name: str) -> bool:
     return name.count("/") <= 2  # encoder/head/mode or unet: not an ablation
 
 
@@ -75,7 +75,7 @@ def forest_by_budget(m: dict, *, prefix: str = "seg", against: str = "unet", fig
     for key, v in m.items():
         if key.startswith(head) and key.endswith("/mean") and v is not None:
             name, budget = key[len(head):-len("/mean")].rsplit("/", 1)
-            if _main(name):
+            if is_main_method(name):
                 rows.setdefault(name, {})[float(budget.removeprefix("labels"))] = (
                     v, m.get(key[:-4] + "ci_low"), m.get(key[:-4] + "ci_high"))
     names = sorted(rows, key=_family_key)
@@ -108,7 +108,7 @@ def forest_by_budget(m: dict, *, prefix: str = "seg", against: str = "unet", fig
 
 def score_bars(per_seed: dict, *, metric: str = "fg_iou", methods=None, ax=None, title: str = ""):
     """Per label budget, one bar per method (mean over seeds) with every seed as a dot."""
-    methods = methods or [m for m in per_seed if _main(m)]
+    methods = methods or [m for m in per_seed if is_main_method(m)]
     budgets = sorted({b for m in methods for b in per_seed[m]}, key=lambda b: float(b.removeprefix("labels")))
     if ax is None:
         _, ax = plt.subplots(figsize=(1.6 + 1.1 * len(budgets) * len(methods) / 3, 3.4))
@@ -135,7 +135,7 @@ def learning_curves(per_seed: dict, *, methods=None, budgets=None, metric_label:
     encoder family (the pretrained encoder and its random-weight twin, every head and mode), one column per label
     budget, the UNet from scratch in every panel for reference; one colour per method, one line per seed. A curve
     still rising at the end was not converged."""
-    methods = methods or [m for m in per_seed if _main(m)]
+    methods = methods or [m for m in per_seed if is_main_method(m)]
     budgets = budgets or sorted({b for m in methods for b in per_seed[m]}, key=lambda b: float(b.removeprefix("labels")))
     families = sorted({_family(m) for m in methods if m != "unet"}, key=_family_key)
     families = families or ["unet"]

@@ -34,6 +34,11 @@ def interval(d: Mapping | None, digits: int = 3) -> str:
     return f"{d['mean']:+.{digits}f} [{num(d.get('ci_low'), digits)}, {num(d.get('ci_high'), digits)}]"
 
 
+def bullets(lines) -> str:
+    """A markdown list, one line per item."""
+    return "\n".join(f"- {s}" for s in lines)
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     """A markdown table; cells are str()-ed as given (format them with the functions above)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

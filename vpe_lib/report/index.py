@@ -12,7 +12,7 @@ from vpe_lib.eval.pretext_gates import gate_table_html
 from vpe_lib.eval.segmentation import fmt_bound, holm, paired_p_value
 from vpe_lib.stages.results_stage import (answers, convergence_notes, question_answers, question_sentences,
                                          seg_prefix, segmentation_rows, what_was_run, benchmark_rows, study_rows)
-from vpe_lib.figures.study_plots import forest_by_budget
+from vpe_lib.figures.study_plots import forest_by_budget, is_main_method
 
 
 def _speed_html(hw: dict) -> str:
@@ -80,7 +80,7 @@ def _study_table(m: dict[str, Any]) -> str:
     """The study's rows with their paired differences, each interval beside its Holm-adjusted p-value over
     every comparison in the table (the family a reader scans); bounds printed so none off zero reads 0.000."""
     prefix = seg_prefix(m)
-    rows = [r for r in study_rows(m, prefix) if r["method"].count("/") <= 2]
+    rows = [r for r in study_rows(m, prefix) if is_main_method(r["method"])]
     n = int(m.get(f"{prefix}/n_seeds") or 0)
     refs = ("diff_vs_unet", "diff_vs_random")
     raw = {(i, ref): paired_p_value(r[ref]["mean"], r[ref]["ci_low"], r[ref]["ci_high"], n)
@@ -166,7 +166,6 @@ def _forest_html(m: dict[str, Any]) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
 
     prefix = seg_prefix(m)
     if not any(k.startswith(f"{prefix}/diff_vs_unet/") for k in m):
